@@ -1,0 +1,63 @@
+// The contract between the dump/restore core and the modules in src/objects that handle one
+// kind of file descriptor object each (files, pipes, sockets, eventfd...). The core takes every
+// fd of a target into the dumper (pidfd_getfd), finds which fds share one open file description
+// (kcmp) and asks the first module whose `matches` is true to dump it once. On restore the module
+// recreates the object in the restorer and returns a local fd; the core then installs that fd into
+// each owning process at its recorded number (pidfd_getfd injected into the target, then dup3).
+import type { Blocker } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** What the core knows about one fd of a target when it asks a module to dump it. */
+export interface FdInfo {
+  pid: number;
+  fd: number;
+  /** A duplicate of the fd in the dumper process (same open file description). */
+  localFd: number;
+  /** readlink(/proc/PID/fd/FD), e.g. "/var/log/x (deleted)", "pipe:[123]", "socket:[456]", "anon_inode:[eventfd]". */
+  link: string;
+  /** Parsed /proc/PID/fdinfo/FD: pos, flags (octal, as a number), mnt_id, ino, plus every other key raw. */
+  fdinfo: { pos: number; flags: number; [key: string]: string | number };
+  /** fstat of the fd (taken on localFd). */
+  stat: { mode: number; ino: number; dev: number; rdev: number; size: number; uid: number; gid: number };
+}
+
+export type ImageRecord = { kind: string; [field: string]: unknown };
+
+export interface DumpContext {
+  /** Appends a record to the image (validated against the schema in tests). */
+  emit(record: ImageRecord): void;
+  /** A fresh object id, unique in the image; fd records reference objects by it. */
+  newId(): number;
+  /** Pids being dumped (a peer outside this set is a blocker for sockets and pipes). */
+  pids: ReadonlySet<number>;
+  /** Hooks run after all fds are dumped (e.g. to read a pipe once both ends are known). */
+  atEnd(fn: () => void): void;
+  log: Logger;
+}
+
+export interface RestoreContext {
+  /** Every record of the image in order; page payloads are references, not bytes. */
+  records: readonly ImageRecord[];
+  /** Object record (anything with an `id`) by id. */
+  byId(id: number): ImageRecord | undefined;
+  /** Memoises objects that several fds or processes share (both ends of one pipe...). */
+  shared<T>(key: string, create: () => T): T;
+  /** Runs after every process is restored and before the network unlock (TCP repair off...). */
+  atFinish(fn: () => void | Promise<void>): void;
+  /** Runs if the restore fails (close what was opened). */
+  onAbort(fn: () => void): void;
+  log: Logger;
+}
+
+export interface FdObjectModule {
+  /** Record kinds this module writes and reads. */
+  kinds: readonly string[];
+  /** True when this module handles the fd. */
+  matches(info: FdInfo): boolean;
+  /** Problems that make the fd impossible to hand off, reported before anything is frozen. */
+  preflight?(info: FdInfo, pids: ReadonlySet<number>): Blocker[];
+  /** Writes the object's record(s) and returns the id that fd records refer to. */
+  dump(info: FdInfo, ctx: DumpContext): number;
+  /** Recreates the object behind `record` and returns a local fd for it in the restorer. */
+  restore(record: ImageRecord, ctx: RestoreContext): number | Promise<number>;
+}
