@@ -1,0 +1,288 @@
+// Image reader: checks who could have written the file, walks every CBOR item with bounds,
+// validates every record against the JSON Schema, checks the SHA-256 in the trailer and the
+// references between records, and only then returns anything. Page payloads and file contents
+// are never read here beyond hashing: they come back as {offset, length} references.
+import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { createHash } from 'node:crypto';
+import { release as osRelease } from 'node:os';
+import { ImageError, type ImageErrorCode } from '../errors.js';
+import { DEFAULT_LIMITS, FileBytes, ItemReader, type DecodeLimits } from './cbor.js';
+import { describeErrors, validators } from './schema.js';
+import { MAGIC, FORMAT_VERSION } from './writer.js';
+import { OBJECT_KINDS, PAYLOAD_FIELDS, type HeaderRecord, type ImageRecordV1, type PayloadRef, type TrailerRecord } from './records.js';
+
+export interface OpenOptions {
+  /** Refuse files or directories writable by anyone but root / the current user (default true). */
+  checkOwnership?: boolean;
+  limits?: Partial<DecodeLimits>;
+}
+
+export interface Image {
+  path: string;
+  /** Read-only descriptor of the image, open until close(). */
+  fd: number;
+  size: number;
+  header: HeaderRecord;
+  /** Every known record between header and trailer, in file order. */
+  records: ImageRecordV1[];
+  /** File offset where each record of `records` starts. */
+  offsets: number[];
+  trailer: TrailerRecord;
+  /** Records of unknown kinds marked optional, skipped. */
+  skipped: { kind: string; offset: number }[];
+  close(): void;
+}
+
+const PID_KINDS = new Set(['credentials', 'thread', 'memory-area', 'pages', 'fd', 'signal-actions', 'signals-pending', 'itimers', 'posix-timer']);
+
+function fail(code: ImageErrorCode, message: string, offset?: number, extra: Record<string, unknown> = {}): never {
+  throw new ImageError(code, offset === undefined ? message : `${message} (offset ${offset})`, offset === undefined ? extra : { offset, ...extra });
+}
+
+/** Refuses images that someone other than root or us could have written or replaced. */
+function checkSafe(fd: number, path: string): void {
+  const euid = process.geteuid?.() ?? 0;
+  const st = fstatSync(fd);
+  if (!st.isFile()) fail('E_IMAGE_UNSAFE', `${path} is not a regular file`, undefined, { path });
+  if (st.uid !== 0 && st.uid !== euid) fail('E_IMAGE_UNSAFE', `${path} is owned by uid ${st.uid}, not root`, undefined, { path });
+  if (st.mode & 0o022) fail('E_IMAGE_UNSAFE', `${path} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`, undefined, { path });
+  const dir = dirname(realpathSync(path));
+  const ds = statSync(dir);
+  if (ds.uid !== 0 && ds.uid !== euid) fail('E_IMAGE_UNSAFE', `directory ${dir} is owned by uid ${ds.uid}, not root`, undefined, { path: dir });
+  // A sticky world-writable directory (/tmp) is acceptable: others cannot rename or remove our file there.
+  if (ds.mode & 0o022 && !(ds.mode & 0o1000)) fail('E_IMAGE_UNSAFE', `directory ${dir} is writable by group or others (mode ${(ds.mode & 0o7777).toString(8)})`, undefined, { path: dir });
+}
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !(v instanceof FileBytes);
+}
+
+function pread(fd: number, offset: number, length: number): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const r = readSync(fd, out, got, length - got, offset + got);
+    if (r === 0) fail('E_IMAGE_TRUNCATED', 'file shrank while reading', offset + got);
+    got += r;
+  }
+  return out;
+}
+
+/** Opens, fully verifies and decodes an image. Throws ImageError; returns nothing partial. */
+export function openImage(path: string, options: OpenOptions = {}): Image {
+  validators(); // compile the schemas first: a broken installation is not an image error
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw new ImageError('E_IMAGE_IO', `cannot open ${path}: ${(err as Error).message}`, { path }, err);
+  }
+  try {
+    if (options.checkOwnership !== false) checkSafe(fd, path);
+    const result = walk(fd, path, { ...DEFAULT_LIMITS, ...options.limits });
+    return { ...result, close: () => closeSync(fd) };
+  } catch (err) {
+    closeSync(fd);
+    if (err instanceof ImageError) throw err;
+    throw new ImageError('E_IMAGE_IO', `cannot read ${path}: ${(err as Error).message}`, { path }, err);
+  }
+}
+
+function walk(fd: number, path: string, limits: DecodeLimits): Omit<Image, 'close'> {
+  const size = fstatSync(fd).size;
+  if (size === 0) fail('E_IMAGE_TRUNCATED', `${path} is empty`, 0);
+  const first = pread(fd, 0, 1)[0]!;
+  if (first >> 5 !== 5) fail('E_IMAGE_MAGIC', `${path} is not a handoff image (does not start with a CBOR map)`, 0);
+  const reader = new ItemReader(fd, size, createHash('sha256'), limits);
+  const check = validators();
+
+  // Header: magic and major version before anything else, so a newer image fails clearly.
+  const header = reader.readItem();
+  if (!isMap(header) || header.kind !== 'header' || header.magic !== MAGIC) fail('E_IMAGE_MAGIC', `${path} is not a handoff image`, 0);
+  const version = header.version as { major?: unknown } | undefined;
+  if (!isMap(version) || version.major !== FORMAT_VERSION.major) {
+    fail('E_IMAGE_VERSION', `image format version ${JSON.stringify(isMap(version) ? version.major : version)} is not supported (this reader knows ${FORMAT_VERSION.major}.x)`, 0);
+  }
+  validate(check, 'header', header, 0);
+  const pageSize = header.pageSize as number;
+
+  const records: ImageRecordV1[] = [];
+  const offsets: number[] = [];
+  const skipped: { kind: string; offset: number }[] = [];
+  let count = 0;
+  for (;;) {
+    if (reader.atEnd()) fail('E_IMAGE_TRUNCATED', 'image ends before its trailer', reader.pos);
+    const at = reader.pos;
+    const digestBefore = reader.digestSoFar();
+    const rec = reader.readItem();
+    if (!isMap(rec)) fail('E_IMAGE_SCHEMA', 'record is not a CBOR map', at);
+    const kind = rec.kind;
+    if (typeof kind !== 'string') fail('E_IMAGE_SCHEMA', 'record has no text "kind"', at);
+    if (kind === 'trailer') {
+      validate(check, 'trailer', rec, at);
+      const trailer = rec as unknown as TrailerRecord;
+      if (!digestBefore.equals(Buffer.from(trailer.sha256))) fail('E_IMAGE_DIGEST', 'SHA-256 of the image does not match its trailer', at);
+      if (trailer.records !== count) fail('E_IMAGE_INCONSISTENT', `trailer counts ${trailer.records} records, the image has ${count}`, at);
+      if (reader.pos !== size) fail('E_IMAGE_TRAILING', `${size - reader.pos} bytes after the trailer`, reader.pos);
+      checkReferences(records, offsets, pageSize);
+      return { path, fd, size, header: header as unknown as HeaderRecord, records, offsets, trailer, skipped };
+    }
+    count++;
+    if (kind === 'header') fail('E_IMAGE_SCHEMA', 'second header inside the image', at);
+    if (!check.has(kind)) {
+      if (rec.optional === true) {
+        skipped.push({ kind, offset: at });
+        continue;
+      }
+      fail('E_IMAGE_UNKNOWN_KIND', `record kind "${kind.slice(0, 64)}" is unknown and not optional`, at, { kind: kind.slice(0, 64) });
+    }
+    const payloadField = PAYLOAD_FIELDS[kind];
+    for (const [key, value] of Object.entries(rec)) {
+      if (!(value instanceof FileBytes) || key === payloadField) continue;
+      // A large byte string that is not a payload: bring it into memory within the limit.
+      if (value.length > limits.maxInlineBytes) fail('E_IMAGE_LIMIT', `byte string "${key}" of ${value.length} bytes`, value.offset);
+      rec[key] = pread(fd, value.offset, value.length);
+    }
+    validate(check, kind, rec, at);
+    if (payloadField !== undefined) {
+      const ref = rec[payloadField];
+      if (ref instanceof FileBytes && ref.offset % pageSize !== 0) fail('E_IMAGE_ALIGN', `${kind} payload starts at offset ${ref.offset}, not page-aligned`, ref.offset);
+      if (kind === 'pages') {
+        const data = rec.data as FileBytes;
+        if ((rec.addr as number) % pageSize !== 0) fail('E_IMAGE_INCONSISTENT', `pages address ${rec.addr} is not page-aligned`, at);
+        if (data.length !== (rec.count as number) * pageSize) fail('E_IMAGE_INCONSISTENT', `pages record holds ${data.length} bytes for ${rec.count} pages`, at);
+      }
+    }
+    delete rec.pad;
+    records.push(rec as unknown as ImageRecordV1);
+    offsets.push(at);
+  }
+}
+
+function validate(check: ReturnType<typeof validators>, kind: string, rec: Record<string, unknown>, at: number): void {
+  const fn = check.get(kind)!;
+  if (!fn(rec)) fail('E_IMAGE_SCHEMA', `${kind} record: ${describeErrors(fn.errors)}`, at, { kind });
+}
+
+/** Dangling or duplicate references between records. */
+function checkReferences(records: ImageRecordV1[], offsets: number[], pageSize: number): void {
+  const objects = new Map<number, string>();
+  const pids = new Set<number>();
+  const areas = new Map<number, [number, number][]>();
+  records.forEach((r, i) => {
+    if ((OBJECT_KINDS as readonly string[]).includes(r.kind)) {
+      const id = (r as { id: number }).id;
+      if (objects.has(id)) fail('E_IMAGE_INCONSISTENT', `object id ${id} used twice`, offsets[i]);
+      objects.set(id, r.kind);
+    }
+    if (r.kind === 'process') pids.add(r.pid);
+    if (r.kind === 'memory-area') {
+      if (r.end <= r.start || r.start % pageSize || r.end % pageSize) fail('E_IMAGE_INCONSISTENT', `memory area [${r.start}, ${r.end}) is empty or not page-aligned`, offsets[i]);
+      const list = areas.get(r.pid) ?? [];
+      list.push([r.start, r.end]);
+      areas.set(r.pid, list);
+    }
+  });
+  for (const list of areas.values()) list.sort((a, b) => a[0] - b[0]);
+  const need = (id: number | undefined, kinds: string[] | undefined, i: number, what: string) => {
+    if (id === undefined) return;
+    const k = objects.get(id);
+    if (k === undefined || (kinds && !kinds.includes(k))) fail('E_IMAGE_INCONSISTENT', `${what} refers to object ${id}, which is ${k ? `a ${k}` : 'missing'}`, offsets[i]);
+  };
+  records.forEach((r, i) => {
+    if (PID_KINDS.has(r.kind)) {
+      const pid = (r as { pid: number }).pid;
+      if (!pids.has(pid)) fail('E_IMAGE_INCONSISTENT', `${r.kind} record for pid ${pid}, which has no process record`, offsets[i]);
+    }
+    switch (r.kind) {
+      case 'fd':
+        need(r.object, undefined, i, `fd ${r.fd} of pid ${r.pid}`);
+        break;
+      case 'pipe-end':
+        need(r.pipe, ['pipe'], i, `pipe-end ${r.id}`);
+        break;
+      case 'memory-area':
+        need(r.fileId, ['file'], i, `memory area at ${r.start}`);
+        break;
+      case 'unix':
+        need(r.peer, ['unix'], i, `unix socket ${r.id}`);
+        for (const m of r.queue) for (const id of m.fds) need(id, undefined, i, `message queued on unix socket ${r.id}`);
+        break;
+      case 'pages': {
+        const end = r.addr + r.count * pageSize;
+        const list = areas.get(r.pid) ?? [];
+        let lo = 0;
+        let hi = list.length - 1;
+        let found = false;
+        while (lo <= hi) {
+          const mid = (lo + hi) >> 1;
+          const [s, e] = list[mid]!;
+          if (r.addr < s) hi = mid - 1;
+          else if (r.addr >= e) lo = mid + 1;
+          else {
+            found = end <= e;
+            break;
+          }
+        }
+        if (!found) fail('E_IMAGE_INCONSISTENT', `pages at ${r.addr} (${r.count} pages) of pid ${r.pid} lie outside its memory areas`, offsets[i]);
+        break;
+      }
+    }
+  });
+}
+
+function asRef(image: Image, ref: PayloadRef): void {
+  if (!Number.isSafeInteger(ref.offset) || !Number.isSafeInteger(ref.length) || ref.offset < 0 || ref.length < 0 || ref.offset + ref.length > image.size) {
+    fail('E_IMAGE_LIMIT', `payload reference [${ref.offset}, +${ref.length}) lies outside the image`, ref.offset);
+  }
+}
+
+/** Reads a payload into memory (for small ones: pipe-sized file contents, tests). */
+export function readPayload(image: Image, ref: PayloadRef): Buffer {
+  asRef(image, ref);
+  return pread(image.fd, ref.offset, ref.length);
+}
+
+/** Streams a payload in chunks of at most `chunkSize` bytes (the chunk buffer is reused). */
+export function streamPayload(image: Image, ref: PayloadRef, onChunk: (chunk: Buffer, offsetInPayload: number) => void, chunkSize = 8 << 20): void {
+  asRef(image, ref);
+  const buf = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(ref.length, 1)));
+  let done = 0;
+  while (done < ref.length) {
+    const n = Math.min(buf.length, ref.length - done);
+    const r = readSync(image.fd, buf, 0, n, ref.offset + done);
+    if (r === 0) fail('E_IMAGE_TRUNCATED', 'file shrank while reading a payload', ref.offset + done);
+    onChunk(buf.subarray(0, r), done);
+    done += r;
+  }
+}
+
+/** Copies a payload to `destFd` at `destOffset` (pwrite), e.g. into a memfd being restored. */
+export function copyPayload(image: Image, ref: PayloadRef, destFd: number, destOffset = 0): void {
+  streamPayload(image, ref, (chunk, at) => {
+    let off = 0;
+    while (off < chunk.length) off += writeSync(destFd, chunk, off, chunk.length - off, destOffset + at + off);
+  });
+}
+
+function parseRelease(release: string): [number, number] | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  return m ? [Number(m[1]), Number(m[2])] : undefined;
+}
+
+/**
+ * For the restorer: refuses an image that needs a newer kernel (the format minimum or any
+ * feature it uses) than `release` (default: the running kernel). Not part of validation.
+ */
+export function checkKernel(header: HeaderRecord, release: string = osRelease()): void {
+  const have = parseRelease(release);
+  if (!have) fail('E_IMAGE_KERNEL', `cannot parse kernel release "${release}"`);
+  const needs: { what: string; minKernel: string }[] = [{ what: `image format ${header.version.major}.${header.version.minor}`, minKernel: header.minKernel }, ...header.features.map((f) => ({ what: `feature ${f.name}`, minKernel: f.minKernel }))];
+  for (const n of needs) {
+    const want = parseRelease(n.minKernel)!;
+    if (have[0] < want[0] || (have[0] === want[0] && have[1] < want[1])) {
+      fail('E_IMAGE_KERNEL', `${n.what} needs kernel ${n.minKernel} or newer; this is ${release}`, undefined, { need: n.minKernel, have: release });
+    }
+  }
+}

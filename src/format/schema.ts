@@ -1,0 +1,106 @@
+// Loads formats/v1/schema/*.json into ajv (strict mode) and validates decoded records.
+// JSON Schema has no bigint or byte-string types, so three keywords are added:
+//   u64: true      unsigned 64-bit integer; coerced to bigint (registers, masks, capabilities)
+//   address: true  unsigned 64-bit integer that must be exact as a double; coerced to number
+//                  (every page-aligned address is, including the vsyscall page's)
+//   bstr: {size?, maxSize?, payload?}  byte string; with payload it must be left in the file
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv, type ValidateFunction, type ErrorObject } from 'ajv';
+import { FileBytes } from './cbor.js';
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** formats/v1 of this installation, found from this module's location (src/ or dist/src/). */
+export function formatDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, 'formats', 'v1');
+    if (existsSync(join(candidate, 'schema'))) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error('formats/v1/schema not found next to the handoff installation');
+}
+
+type DataCxt = { parentData: Record<string | number, unknown>; parentDataProperty: string | number } | undefined;
+
+function setInParent(cxt: DataCxt, value: unknown): void {
+  if (cxt) cxt.parentData[cxt.parentDataProperty] = value;
+}
+
+function makeAjv(): Ajv {
+  const ajv = new Ajv({ strict: true, allErrors: false });
+  ajv.addKeyword({
+    keyword: 'u64',
+    schemaType: 'boolean',
+    modifying: true,
+    errors: false,
+    validate: (_schema: boolean, data: unknown, _parent?: unknown, cxt?: DataCxt) => {
+      if (typeof data === 'number' && Number.isSafeInteger(data) && data >= 0) {
+        setInParent(cxt, BigInt(data));
+        return true;
+      }
+      return typeof data === 'bigint' && data >= 0n && data <= U64_MAX;
+    },
+  });
+  ajv.addKeyword({
+    keyword: 'address',
+    schemaType: 'boolean',
+    modifying: true,
+    errors: false,
+    validate: (_schema: boolean, data: unknown, _parent?: unknown, cxt?: DataCxt) => {
+      if (typeof data === 'number') return Number.isSafeInteger(data) && data >= 0;
+      if (typeof data !== 'bigint' || data < 0n || data > U64_MAX || BigInt(Number(data)) !== data) return false;
+      setInParent(cxt, Number(data));
+      return true;
+    },
+  });
+  ajv.addKeyword({
+    keyword: 'bstr',
+    schemaType: 'object',
+    metaSchema: {
+      type: 'object',
+      properties: { size: { type: 'integer' }, maxSize: { type: 'integer' }, payload: { type: 'boolean' } },
+      additionalProperties: false,
+    },
+    errors: false,
+    validate: (schema: { size?: number; maxSize?: number; payload?: boolean }, data: unknown) => {
+      const isRef = data instanceof FileBytes;
+      if (schema.payload ? !isRef : !(data instanceof Uint8Array)) return false;
+      const length = (data as { length: number }).length;
+      if (schema.size !== undefined && length !== schema.size) return false;
+      if (schema.maxSize !== undefined && length > schema.maxSize) return false;
+      return true;
+    },
+  });
+  const dir = join(formatDir(), 'schema');
+  for (const name of readdirSync(dir).filter((n) => n.endsWith('.json')).sort()) {
+    ajv.addSchema(JSON.parse(readFileSync(join(dir, name), 'utf8')) as object);
+  }
+  return ajv;
+}
+
+let compiled: Map<string, ValidateFunction> | undefined;
+
+/** Validator per record kind (including "header" and "trailer"). */
+export function validators(): Map<string, ValidateFunction> {
+  if (compiled) return compiled;
+  const ajv = makeAjv();
+  const map = new Map<string, ValidateFunction>();
+  for (const name of readdirSync(join(formatDir(), 'schema'))) {
+    const kind = name.replace(/\.json$/, '');
+    if (kind === 'common' || !name.endsWith('.json')) continue;
+    map.set(kind, ajv.getSchema(`urn:handoff:v1:${kind}`)!);
+  }
+  compiled = map;
+  return map;
+}
+
+export function describeErrors(errors: ErrorObject[] | null | undefined): string {
+  if (!errors?.length) return 'invalid';
+  return errors
+    .slice(0, 3)
+    .map((e) => `${e.instancePath || '/'} ${e.keyword === 'u64' || e.keyword === 'address' || e.keyword === 'bstr' ? `is not a valid ${e.keyword}${e.keyword === 'bstr' ? ' ' + JSON.stringify(e.params) : ''}` : e.message}`)
+    .join('; ');
+}
