@@ -1,0 +1,116 @@
+/* Scanning /proc/PID/pagemap for the pages a dump must store: one 64-bit entry per
+ * virtual page, read in large chunks, folded into runs of consecutive wanted pages.
+ * Bits (Documentation/admin-guide/mm/pagemap.rst): 63 present, 62 swapped,
+ * 61 file page or shared anonymous, 56 exclusively mapped, 55 soft-dirty, 0-54 pfn. */
+#include "handoff.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAP (1ULL << 62)
+#define PM_FILE (1ULL << 61)
+#define PM_PFN_MASK ((1ULL << 55) - 1)
+
+enum { MODE_ANON_PRIVATE = 0, MODE_FILE_PRIVATE = 1, MODE_SHARED = 2, MODE_MASK = 0xff };
+/* Skip pages mapped to the shared zero page (read-faulted, never written): they read as
+ * zeros after restore without being stored. */
+#define FLAG_SKIP_ZERO_PAGE 0x100
+
+#define CHUNK_ENTRIES 8192
+
+static uint64_t zero_pfn_cache; /* 0: unknown or pfns hidden (no CAP_SYS_ADMIN) */
+static int zero_pfn_probed;
+
+/* The zero page's pfn: read-fault one private anonymous page of our own and look it up. */
+static uint64_t zero_pfn(void) {
+  if (zero_pfn_probed) return zero_pfn_cache;
+  zero_pfn_probed = 1;
+  long ps = sysconf(_SC_PAGESIZE);
+  volatile char *p = mmap(NULL, ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return 0;
+  (void)p[0];
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    uint64_t e = 0;
+    if (pread(fd, &e, sizeof e, (off_t)((uintptr_t)p / ps * 8)) == sizeof e && (e & PM_PRESENT)) zero_pfn_cache = e & PM_PFN_MASK;
+    close(fd);
+  }
+  munmap((void *)p, ps);
+  return zero_pfn_cache;
+}
+
+HND_EXPORT int hnd_pagemap_open(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+/* Zero-page pfn as seen by this process (0 when pfns are hidden). */
+HND_EXPORT int64_t hnd_pagemap_zero_pfn(void) { return (int64_t)zero_pfn(); }
+
+/* Runs of wanted pages in [start, end) of the process whose pagemap is open as `fd`.
+ * Writes (address, page count) u64 pairs into `out` (room for `cap` pairs) and returns
+ * how many. When `out` fills up, returns -ENOSPC with every written run complete and
+ * the address to continue from stored in the u64 at `next`. */
+HND_EXPORT int hnd_pagemap_runs(int fd, int64_t start, int64_t end, int mode_flags, uint8_t *out, int cap, uint8_t *next) {
+  uint64_t entries[CHUNK_ENTRIES]; /* 64 KiB of stack: no shared state between callers */
+  const uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE);
+  const int mode = mode_flags & MODE_MASK;
+  if (mode > MODE_SHARED || start < 0 || end < start || cap < 0) return -EINVAL;
+  const uint64_t zero = (mode_flags & FLAG_SKIP_ZERO_PAGE) ? zero_pfn() : 0;
+  const uint64_t reject = mode == MODE_FILE_PRIVATE ? PM_FILE : 0;
+
+  uint64_t addr = (uint64_t)start & ~(ps - 1);
+  const uint64_t stop = (uint64_t)end;
+  uint64_t run_start = 0, run_pages = 0;
+  int n = 0;
+
+  while (addr < stop) {
+    uint64_t want = (stop - addr + ps - 1) / ps;
+    if (want > CHUNK_ENTRIES) want = CHUNK_ENTRIES;
+    ssize_t r = pread(fd, entries, want * 8, (off_t)(addr / ps * 8));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r < 8) break; /* past the end of the address space */
+    const uint64_t got = (uint64_t)r / 8;
+    for (uint64_t i = 0; i < got; i++) {
+      const uint64_t e = entries[i];
+      if (!(e & (PM_PRESENT | PM_SWAP)) || (e & reject)) continue;
+      if (zero && (e & (PM_PRESENT | PM_SWAP)) == PM_PRESENT && (e & PM_PFN_MASK) == zero) continue;
+      const uint64_t a = addr + i * ps;
+      if (run_pages && run_start + run_pages * ps == a) {
+        run_pages++;
+        continue;
+      }
+      if (run_pages) {
+        if (n == cap) {
+          memcpy(next, &run_start, 8);
+          return -ENOSPC;
+        }
+        uint64_t pair[2] = {run_start, run_pages};
+        memcpy(out + (size_t)n * 16, pair, 16);
+        n++;
+      }
+      run_start = a;
+      run_pages = 1;
+    }
+    addr += got * ps;
+  }
+  if (run_pages) {
+    if (n == cap) {
+      memcpy(next, &run_start, 8);
+      return -ENOSPC;
+    }
+    uint64_t pair[2] = {run_start, run_pages};
+    memcpy(out + (size_t)n * 16, pair, 16);
+    n++;
+  }
+  return n;
+}

@@ -1,0 +1,88 @@
+// Which pages of an area a dump must store, from /proc/PID/pagemap scanned in C
+// (native/src/pagemap.c): one ffi call per area, runs of consecutive pages back.
+import { ProcessError, SyscallError } from '../errors.js';
+import { bind, T } from './lib.js';
+
+const openRaw = bind('hnd_pagemap_open', T.i32, [T.i32]);
+const runsRaw = bind('hnd_pagemap_runs', T.i32, [T.i32, T.i64, T.i64, T.i32, T.u8array, T.i32, T.u8array]);
+const closeRaw = bind('hnd_close', T.i32, [T.i32]);
+const zeroPfnRaw = bind('hnd_pagemap_zero_pfn', T.i64, []);
+
+/**
+ * - anonymous-private: pages present or swapped (private anonymous areas, heap, stacks).
+ * - file-private: present or swapped pages that are no longer the file's page cache page
+ *   (bit 61 clear): the copies the process dirtied. Clean pages come back from the file.
+ * - shared: present or swapped (shmem, shared anonymous). Only pages mapped in THIS
+ *   process show up; a shmem page only another sharer touched is not reported.
+ */
+export type PagemapMode = 'anonymous-private' | 'file-private' | 'shared';
+
+export interface PageRun {
+  addr: number;
+  pages: number;
+}
+
+const MODE: Record<PagemapMode, number> = { 'anonymous-private': 0, 'file-private': 1, shared: 2 };
+const SKIP_ZERO_PAGE = 0x100;
+const ENOSPC = 28;
+const RUNS_PER_CALL = 4096;
+
+export interface ScanOptions {
+  /** Leave out pages mapped to the kernel's shared zero page (read but never written):
+   *  they read as zeros after restore without being stored. Default true. */
+  skipZeroPage?: boolean;
+}
+
+/** An open /proc/PID/pagemap, for scanning many areas of one process. */
+export class Pagemap {
+  private fd: number;
+  private readonly out = Buffer.alloc(RUNS_PER_CALL * 16);
+  private readonly next = Buffer.alloc(8);
+
+  constructor(readonly pid: number) {
+    const fd = openRaw(pid);
+    if (fd < 0) {
+      if (fd === -2 || fd === -3) throw new ProcessError('E_NO_PROCESS', `process ${pid} no longer exists`, { pid });
+      throw new SyscallError('open pagemap', -fd, { pid, path: `/proc/${pid}/pagemap` });
+    }
+    this.fd = fd;
+  }
+
+  /** Runs of pages to store in [start, end), ascending, adjacent pages merged. */
+  runs(start: number, end: number, mode: PagemapMode, options: ScanOptions = {}): PageRun[] {
+    if (this.fd < 0) throw new Error('pagemap closed');
+    const flags = MODE[mode] | (options.skipZeroPage === false ? 0 : SKIP_ZERO_PAGE);
+    const result: PageRun[] = [];
+    let from = start;
+    for (;;) {
+      const r = runsRaw(this.fd, from, end, flags, this.out, RUNS_PER_CALL, this.next);
+      if (r < 0 && r !== -ENOSPC) throw new SyscallError('pread pagemap', -r, { pid: this.pid, address: '0x' + from.toString(16) });
+      const count = r < 0 ? RUNS_PER_CALL : r;
+      for (let i = 0; i < count; i++) {
+        result.push({ addr: Number(this.out.readBigUInt64LE(i * 16)), pages: Number(this.out.readBigUInt64LE(i * 16 + 8)) });
+      }
+      if (r >= 0) return result;
+      from = Number(this.next.readBigUInt64LE(0));
+    }
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeRaw(this.fd);
+    this.fd = -1;
+  }
+}
+
+/** Runs of pages to store in [start, end) of process `pid` (opens and closes its pagemap). */
+export function presentRuns(pid: number, start: number, end: number, mode: PagemapMode, options: ScanOptions = {}): PageRun[] {
+  const map = new Pagemap(pid);
+  try {
+    return map.runs(start, end, mode, options);
+  } finally {
+    map.close();
+  }
+}
+
+/** Pfn of the shared zero page as seen here (0 when pfns are hidden, i.e. without CAP_SYS_ADMIN). */
+export function zeroPagePfn(): number {
+  return zeroPfnRaw();
+}
