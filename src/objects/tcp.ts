@@ -1,0 +1,392 @@
+// TCP sockets, dump and restore side by side.
+//
+// Dump (the network lock must already drop the connection's packets): an established socket is
+// put in repair mode through the dumper's duplicate of the fd (same socket), then its sequence
+// numbers, both queues (recv MSG_PEEK in repair mode), negotiated options, window and timestamp
+// clock are read. The ORIGINAL socket is left in repair mode on purpose: a socket in repair mode
+// closes silently (no FIN, no RST) when its owner is killed, and sends nothing meanwhile. Repair
+// mode does not stop the kernel from ACKing data that still arrives, which is why the lock must
+// already be in place: data ACKed after the queues were copied would be lost. If the dump is
+// aborted, repair is switched off again so the untouched process carries on.
+//
+// Restore: a new socket in repair mode gets the sequence numbers, binds to the recorded local
+// address (repair mode forces address reuse), "connects" without a handshake, gets the options,
+// both queues and the window back. Repair is switched off through ctx.atFinish, before the network
+// unlock; the kernel then retransmits the unacked part of the send queue and the peer resends
+// what we never acknowledged: nothing is lost or repeated.
+import { BlockedError, NetworkError, SyscallError, type Blocker } from '../errors.js';
+import { logger } from '../log.js';
+import { closeFd, takeFd } from '../native/fd.js';
+import * as S from '../native/socket.js';
+import type { DumpContext, FdInfo, FdObjectModule, ImageRecord, RestoreContext } from './types.js';
+
+const log = logger('tcp');
+
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+const SOCK_NONBLOCK = 0o4000;
+const O_ACCMODE_AND_STATUS = ~O_CLOEXEC;
+
+export interface InetAddress {
+  address: string;
+  port: number;
+}
+
+export interface TcpRepairRecord {
+  sendSeq: number;
+  recvSeq: number;
+  sendQueue: Uint8Array;
+  recvQueue: Uint8Array;
+  unsentBytes: number;
+  mss: number;
+  sndWscale: number;
+  rcvWscale: number;
+  sackOk: boolean;
+  timestamps: boolean;
+  tsOffset?: number;
+  window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+}
+
+export interface TcpRecord extends ImageRecord {
+  kind: 'tcp';
+  id: number;
+  family: 'inet' | 'inet6';
+  state: string;
+  local: InetAddress;
+  remote: InetAddress;
+  options: SocketOptions;
+  backlog?: number;
+  repair?: TcpRepairRecord;
+  flags: number;
+}
+
+// ---------------------------------------------------------------- socket options (shared with udp)
+
+export interface SocketOptions {
+  nodelay?: boolean;
+  keepalive?: boolean;
+  keepIdle?: number;
+  keepIntvl?: number;
+  keepCnt?: number;
+  reuseAddr?: boolean;
+  reusePort?: boolean;
+  sndBuf?: number;
+  rcvBuf?: number;
+  linger?: { onoff: boolean; seconds: number };
+  [option: string]: unknown;
+}
+
+type IntOption = { key: string; level: number; name: number; bool?: boolean; tcpOnly?: boolean; v6Only?: boolean; v4Only?: boolean; beforeBind?: boolean };
+
+/** Integer/boolean options read and restored as they are. Buffers and linger are handled apart. */
+const INT_OPTIONS: IntOption[] = [
+  { key: 'reuseAddr', level: S.SOL_SOCKET, name: S.SO.REUSEADDR, bool: true, beforeBind: true },
+  { key: 'reusePort', level: S.SOL_SOCKET, name: S.SO.REUSEPORT, bool: true, beforeBind: true },
+  { key: 'v6only', level: S.IPPROTO_IPV6, name: S.IPV6_V6ONLY, bool: true, v6Only: true, beforeBind: true },
+  { key: 'freebind', level: S.IPPROTO_IP, name: S.IP_FREEBIND, bool: true, beforeBind: true },
+  { key: 'keepalive', level: S.SOL_SOCKET, name: S.SO.KEEPALIVE, bool: true },
+  { key: 'oobInline', level: S.SOL_SOCKET, name: S.SO.OOBINLINE, bool: true },
+  { key: 'priority', level: S.SOL_SOCKET, name: S.SO.PRIORITY },
+  { key: 'mark', level: S.SOL_SOCKET, name: S.SO.MARK },
+  { key: 'rcvLowat', level: S.SOL_SOCKET, name: S.SO.RCVLOWAT },
+  { key: 'tos', level: S.IPPROTO_IP, name: S.IP_TOS, v4Only: true },
+  { key: 'ttl', level: S.IPPROTO_IP, name: S.IP_TTL, v4Only: true },
+  { key: 'tclass', level: S.IPPROTO_IPV6, name: S.IPV6_TCLASS, v6Only: true },
+  { key: 'nodelay', level: S.IPPROTO_TCP, name: S.TCP.NODELAY, bool: true, tcpOnly: true },
+  { key: 'cork', level: S.IPPROTO_TCP, name: S.TCP.CORK, bool: true, tcpOnly: true },
+  { key: 'keepIdle', level: S.IPPROTO_TCP, name: S.TCP.KEEPIDLE, tcpOnly: true },
+  { key: 'keepIntvl', level: S.IPPROTO_TCP, name: S.TCP.KEEPINTVL, tcpOnly: true },
+  { key: 'keepCnt', level: S.IPPROTO_TCP, name: S.TCP.KEEPCNT, tcpOnly: true },
+  { key: 'userTimeout', level: S.IPPROTO_TCP, name: S.TCP.USER_TIMEOUT, tcpOnly: true },
+  { key: 'deferAccept', level: S.IPPROTO_TCP, name: S.TCP.DEFER_ACCEPT, tcpOnly: true },
+  { key: 'notsentLowat', level: S.IPPROTO_TCP, name: S.TCP.NOTSENT_LOWAT, tcpOnly: true },
+  { key: 'fastOpen', level: S.IPPROTO_TCP, name: S.TCP.FASTOPEN, tcpOnly: true },
+];
+
+function applies(o: IntOption, family: 'inet' | 'inet6', tcp: boolean): boolean {
+  return !(o.tcpOnly && !tcp) && !(o.v6Only && family !== 'inet6') && !(o.v4Only && family !== 'inet');
+}
+
+/** Reads the options of an inet socket (TCP or UDP). */
+export function readInetOptions(fd: number, family: 'inet' | 'inet6', tcp: boolean): SocketOptions {
+  const opts: SocketOptions = {};
+  for (const o of INT_OPTIONS) {
+    if (!applies(o, family, tcp)) continue;
+    const v = S.tryGetsockoptInt(fd, o.level, o.name);
+    if (v !== undefined) opts[o.key] = o.bool ? v !== 0 : v;
+  }
+  // The kernel reports twice what was asked (its bookkeeping overhead); we store what it reports.
+  opts.sndBuf = S.getsockoptInt(fd, S.SOL_SOCKET, S.SO.SNDBUF);
+  opts.rcvBuf = S.getsockoptInt(fd, S.SOL_SOCKET, S.SO.RCVBUF);
+  const linger = S.getsockopt(fd, S.SOL_SOCKET, S.SO.LINGER, 8);
+  opts.linger = { onoff: linger.readInt32LE(0) !== 0, seconds: linger.readInt32LE(4) };
+  if (tcp) {
+    const cc = S.getsockopt(fd, S.IPPROTO_TCP, S.TCP.CONGESTION, 16);
+    const end = cc.indexOf(0);
+    opts.congestion = cc.subarray(0, end < 0 ? cc.length : end).toString();
+  }
+  return opts;
+}
+
+/** Applies recorded options; `phase` selects those needed before bind or the rest. */
+export function applyInetOptions(fd: number, family: 'inet' | 'inet6', tcp: boolean, opts: SocketOptions, phase: 'beforeBind' | 'buffers' | 'rest'): void {
+  if (phase === 'buffers') {
+    // *BUFFORCE ignores the sysctl caps (we are root); the kernel doubles the value again.
+    if (typeof opts.sndBuf === 'number') setForced(fd, S.SO.SNDBUFFORCE, S.SO.SNDBUF, opts.sndBuf >> 1);
+    if (typeof opts.rcvBuf === 'number') setForced(fd, S.SO.RCVBUFFORCE, S.SO.RCVBUF, opts.rcvBuf >> 1);
+    return;
+  }
+  for (const o of INT_OPTIONS) {
+    if (!applies(o, family, tcp) || Boolean(o.beforeBind) !== (phase === 'beforeBind')) continue;
+    const v = opts[o.key];
+    if (v === undefined) continue;
+    const value = typeof v === 'boolean' ? Number(v) : Number(v);
+    if (S.tryGetsockoptInt(fd, o.level, o.name) === value) continue;
+    S.setsockoptInt(fd, o.level, o.name, value);
+  }
+  if (phase === 'rest') {
+    if (opts.linger) {
+      const b = Buffer.alloc(8);
+      b.writeInt32LE(opts.linger.onoff ? 1 : 0, 0);
+      b.writeInt32LE(opts.linger.seconds, 4);
+      S.setsockopt(fd, S.SOL_SOCKET, S.SO.LINGER, b);
+    }
+    if (tcp && typeof opts.congestion === 'string' && opts.congestion) {
+      try {
+        S.setsockopt(fd, S.IPPROTO_TCP, S.TCP.CONGESTION, Buffer.from(opts.congestion));
+      } catch (err) {
+        // A congestion module missing on the new kernel is not worth failing the restore.
+        log.warn('congestion control not available, keeping the default', { name: opts.congestion, error: String(err) });
+      }
+    }
+  }
+}
+
+function setForced(fd: number, force: number, plain: number, value: number): void {
+  try {
+    S.setsockoptInt(fd, S.SOL_SOCKET, force, value);
+  } catch {
+    S.setsockoptInt(fd, S.SOL_SOCKET, plain, value);
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+export function socketIdentity(fd: number): { domain: number; type: number; protocol: number } | undefined {
+  const domain = S.tryGetsockoptInt(fd, S.SOL_SOCKET, S.SO.DOMAIN);
+  const type = S.tryGetsockoptInt(fd, S.SOL_SOCKET, S.SO.TYPE);
+  const protocol = S.tryGetsockoptInt(fd, S.SOL_SOCKET, S.SO.PROTOCOL);
+  if (domain === undefined || type === undefined || protocol === undefined) return undefined;
+  return { domain, type, protocol };
+}
+
+export function familyOf(domain: number): 'inet' | 'inet6' {
+  return domain === S.AF_INET6 ? 'inet6' : 'inet';
+}
+
+export function inetAddr(a: S.SockAddr | null, family: 'inet' | 'inet6'): InetAddress {
+  if (!a || a.family === 'unix') return { address: family === 'inet6' ? '::' : '0.0.0.0', port: 0 };
+  return { address: a.address, port: a.port };
+}
+
+export function toSockAddr(family: 'inet' | 'inet6', a: InetAddress): Buffer {
+  return S.encodeSockAddr({ family, address: a.address, port: a.port });
+}
+
+/** O_* status flags of the open file (close-on-exec belongs to the fd, not the object). */
+export function fileFlags(info: FdInfo): number {
+  return info.fdinfo.flags & O_ACCMODE_AND_STATUS;
+}
+
+export function socketTypeFlags(flags: number): number {
+  return flags & O_NONBLOCK ? SOCK_NONBLOCK : 0;
+}
+
+/** Runs on dump abort when the core offers it (DumpContext.onAbort), so the original survives. */
+function onDumpAbort(ctx: DumpContext, fn: () => void): void {
+  const hook = (ctx as DumpContext & { onAbort?: (f: () => void) => void }).onAbort;
+  if (typeof hook === 'function') hook.call(ctx, fn);
+}
+
+const SUPPORTED_STATES = new Set(['ESTABLISHED', 'LISTEN', 'CLOSE']);
+
+function isTcp(info: FdInfo): boolean {
+  if (!info.link.startsWith('socket:')) return false;
+  const id = socketIdentity(info.localFd);
+  return !!id && (id.domain === S.AF_INET || id.domain === S.AF_INET6) && id.type === S.SOCK_STREAM && id.protocol === S.IPPROTO_TCP;
+}
+
+function where(info: FdInfo, fd: number): string {
+  try {
+    const local = S.getsockname(fd);
+    const peer = S.getpeername(fd);
+    const fmt = (a: S.SockAddr | null) => (a && a.family !== 'unix' ? (a.family === 'inet6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`) : '*');
+    return `${fmt(local)} -> ${fmt(peer)}`;
+  } catch {
+    return info.link;
+  }
+}
+
+// ---------------------------------------------------------------- dump
+
+function preflight(info: FdInfo): Blocker[] {
+  const ti = S.tcpInfo(info.localFd);
+  const state = S.TCP_STATES[ti.state] ?? `STATE_${ti.state}`;
+  const address = where(info, info.localFd);
+  if (!SUPPORTED_STATES.has(state)) {
+    return [{ code: 'tcp-state', pid: info.pid, fd: info.fd, address, reason: `TCP socket in state ${state} cannot be handed off (only ESTABLISHED, LISTEN and unconnected sockets)` }];
+  }
+  if (state === 'LISTEN' && ti.unacked > 0) {
+    return [{ code: 'tcp-accept-queue', pid: info.pid, fd: info.fd, address, reason: `listening socket has ${ti.unacked} connection(s) waiting in its accept queue; they would be lost` }];
+  }
+  return [];
+}
+
+function dump(info: FdInfo, ctx: DumpContext): number {
+  const fd = info.localFd;
+  const blockers = preflight(info);
+  if (blockers.length) throw new BlockedError(blockers);
+  const id = socketIdentity(fd)!;
+  const family = familyOf(id.domain);
+  const ti = S.tcpInfo(fd);
+  const state = S.TCP_STATES[ti.state]!;
+  const record: TcpRecord = {
+    kind: 'tcp',
+    id: ctx.newId(),
+    family,
+    state,
+    local: inetAddr(S.getsockname(fd), family),
+    remote: inetAddr(S.getpeername(fd), family),
+    options: readInetOptions(fd, family, true),
+    flags: fileFlags(info),
+  };
+  if (state === 'LISTEN') record.backlog = ti.sacked;
+  if (state === 'ESTABLISHED') {
+    try {
+      S.tcpRepair(fd, S.TCP_REPAIR_ON);
+    } catch (err) {
+      throw new NetworkError('E_TCP_REPAIR', `cannot put the socket in repair mode (needs CAP_NET_ADMIN): ${String(err)}`, { pid: info.pid, fd: info.fd }, err);
+    }
+    try {
+      const st = S.tcpRepairDump(fd);
+      const sendQueue = S.tcpPeekQueue(fd, S.TCP_SEND_QUEUE, st.sendLen);
+      const recvQueue = S.tcpPeekQueue(fd, S.TCP_RECV_QUEUE, st.recvLen);
+      if (sendQueue.length !== st.sendLen || recvQueue.length !== st.recvLen) {
+        throw new NetworkError('E_TCP_REPAIR', `queue copy incomplete (send ${sendQueue.length}/${st.sendLen}, recv ${recvQueue.length}/${st.recvLen})`, { pid: info.pid, fd: info.fd });
+      }
+      if (!st.window) throw new NetworkError('E_TCP_REPAIR', 'kernel lacks TCP_REPAIR_WINDOW (4.8+)', { pid: info.pid, fd: info.fd });
+      record.repair = {
+        sendSeq: st.sendSeq,
+        recvSeq: st.recvSeq,
+        sendQueue,
+        recvQueue,
+        unsentBytes: st.unsentLen,
+        mss: st.mss,
+        sndWscale: st.sndWscale,
+        rcvWscale: st.rcvWscale,
+        sackOk: (st.options & S.TCPI_OPT_SACK) !== 0,
+        timestamps: (st.options & S.TCPI_OPT_TIMESTAMPS) !== 0,
+        ...((st.options & S.TCPI_OPT_TIMESTAMPS) !== 0 ? { tsOffset: st.timestamp } : {}),
+        window: st.window,
+      };
+      // Window scaling is on only when both sides offered it; the kernel reports 0/0 otherwise.
+      if (!(st.options & S.TCPI_OPT_WSCALE)) record.repair.sndWscale = record.repair.rcvWscale = 0;
+    } catch (err) {
+      S.tcpRepair(fd, S.TCP_REPAIR_OFF_NO_WP);
+      throw err;
+    }
+    // The core may have closed its duplicate by then: take the fd from the frozen owner again.
+    onDumpAbort(ctx, () => {
+      try {
+        const again = takeFd(info.pid, info.fd);
+        try {
+          S.tcpRepair(again, S.TCP_REPAIR_OFF);
+        } finally {
+          closeFd(again);
+        }
+      } catch (err) {
+        log.error('could not switch repair off on the original socket after an aborted dump', { pid: info.pid, fd: info.fd, error: String(err) });
+      }
+    });
+  }
+  ctx.emit(record);
+  log.debug('dumped', { pid: info.pid, fd: info.fd, state, local: record.local, remote: record.remote, send: record.repair?.sendQueue.length, recv: record.repair?.recvQueue.length });
+  return record.id;
+}
+
+// ---------------------------------------------------------------- restore
+
+function repairStateOf(r: TcpRepairRecord): S.TcpRepairState {
+  const options = (r.sackOk ? S.TCPI_OPT_SACK : 0) | (r.timestamps ? S.TCPI_OPT_TIMESTAMPS : 0) | (r.sndWscale || r.rcvWscale ? S.TCPI_OPT_WSCALE : 0);
+  return {
+    state: 1,
+    sendSeq: r.sendSeq,
+    recvSeq: r.recvSeq,
+    sendLen: r.sendQueue.length,
+    unsentLen: r.unsentBytes,
+    recvLen: r.recvQueue.length,
+    mss: r.mss,
+    sndWscale: r.sndWscale,
+    rcvWscale: r.rcvWscale,
+    options,
+    timestamp: r.tsOffset ?? 0,
+    window: r.window,
+  };
+}
+
+function restore(raw: ImageRecord, ctx: RestoreContext): number {
+  const record = raw as TcpRecord;
+  const domain = record.family === 'inet6' ? S.AF_INET6 : S.AF_INET;
+  const fd = S.socket(domain, S.SOCK_STREAM | socketTypeFlags(record.flags), S.IPPROTO_TCP);
+  const details = { id: record.id, local: record.local, remote: record.remote };
+  try {
+    if (record.state === 'ESTABLISHED') {
+      if (!record.repair) throw new NetworkError('E_TCP_REPAIR', 'established TCP record without repair state', details);
+      const st = repairStateOf(record.repair);
+      S.tcpRepair(fd, S.TCP_REPAIR_ON);
+      applyInetOptions(fd, record.family, true, record.options, 'beforeBind');
+      applyInetOptions(fd, record.family, true, record.options, 'buffers');
+      S.tcpRepairSetSeqs(fd, st);
+      // Repair mode forces address reuse for bind, and connect() skips the handshake.
+      S.bindSocket(fd, toSockAddr(record.family, record.local));
+      S.connectSocket(fd, toSockAddr(record.family, record.remote));
+      S.tcpRepairRestore(fd, st, record.repair.sendQueue, record.repair.recvQueue);
+      applyInetOptions(fd, record.family, true, record.options, 'rest');
+      ctx.atFinish(() => {
+        S.tcpRepair(fd, S.TCP_REPAIR_OFF);
+        // Leaving repair resets sk_reuse to "no reuse": put SO_REUSEADDR back as recorded.
+        if (record.options.reuseAddr) S.setsockoptInt(fd, S.SOL_SOCKET, S.SO.REUSEADDR, 1);
+        log.debug('repair off', details);
+      });
+    } else {
+      applyInetOptions(fd, record.family, true, record.options, 'beforeBind');
+      applyInetOptions(fd, record.family, true, record.options, 'buffers');
+      if (record.local.port !== 0 || record.state === 'LISTEN') S.bindSocket(fd, toSockAddr(record.family, record.local));
+      if (record.state === 'LISTEN') S.listen(fd, record.backlog ?? 128);
+      applyInetOptions(fd, record.family, true, record.options, 'rest');
+    }
+  } catch (err) {
+    closeFd(fd);
+    if (err instanceof SyscallError) throw new NetworkError('E_TCP_REPAIR', `cannot restore TCP socket ${record.local.address}:${record.local.port} -> ${record.remote.address}:${record.remote.port}: ${err.message}`, details, err);
+    throw err;
+  }
+  ctx.onAbort(() => {
+    try {
+      closeFd(fd);
+    } catch {
+      /* already closed by the core */
+    }
+  });
+  log.debug('restored', { ...details, state: record.state, fd });
+  return fd;
+}
+
+export const tcpModule: FdObjectModule = {
+  kinds: ['tcp'],
+  matches: isTcp,
+  preflight: (info) => preflight(info),
+  dump,
+  restore,
+};
+
+export default tcpModule;

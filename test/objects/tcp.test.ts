@@ -1,0 +1,258 @@
+// TCP sockets handed off for real: a process in one network namespace holds a connection to a
+// peer in another; with data in both queues and the network locked, the socket is dumped, its
+// owner killed, the socket restored here in repair mode, repair switched off, the lock removed.
+// The peer checks every byte it receives against a numbered pattern and reports resets.
+import t, { type Test } from 'tap';
+import net from 'node:net';
+import { closeFd } from '../../src/native/fd.js';
+import * as S from '../../src/native/socket.js';
+import { lock, unlock, listTables } from '../../src/handoff/netlock.js';
+import { tcpModule, type TcpRecord } from '../../src/objects/tcp.js';
+import { createNetnsPair, LineWatcher, uniqueTag, type NetnsPair } from '../lib/netns.js';
+import { dumpContext, fdInfoOf, restoreContext, schemaErrors } from '../lib/socket-context.js';
+
+// Byte i of each direction's stream is i % 251: a lost, repeated or shifted byte shows.
+const PATTERN = 'def pat(start, n):\n    return bytes((i % 251) for i in range(start, start + n))\n';
+
+// The peer: accepts one connection, reports every verified byte count, sends on command.
+const PEER = `
+import socket, sys, threading, os
+${PATTERN}
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(1)
+print('listening', flush=True)
+c, _ = s.accept()
+rx = 0
+def reader():
+    global rx
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                print('eof', rx, flush=True); return
+            if d != pat(rx, len(d)):
+                print('bad', rx, flush=True); os._exit(3)
+            rx += len(d)
+            print('rx', rx, flush=True)
+    except Exception as e:
+        print('error', type(e).__name__, flush=True)
+threading.Thread(target=reader, daemon=True).start()
+tx = 0
+for line in sys.stdin:
+    n = int(line.split()[1])
+    c.sendall(pat(tx, n)); tx += n
+    print('sent', tx, flush=True)
+`;
+
+// The holder: connects (or accepts), never reads, sends on command.
+const HOLDER = `
+import socket, sys
+${PATTERN}
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+if mode == 'connect':
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    s.connect((host, port))
+else:
+    l = socket.socket(fam, socket.SOCK_STREAM)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((host, port)); l.listen(7)
+    print('listening', l.fileno(), flush=True)
+    if mode == 'listen':
+        sys.stdin.read(); sys.exit(0)
+    s, _ = l.accept()
+print('fd', s.fileno(), flush=True)
+tx = 0
+for line in sys.stdin:
+    n = int(line.split()[1])
+    s.sendall(pat(tx, n)); tx += n
+    print('sent', tx, flush=True)
+`;
+
+function pattern(start: number, n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (start + i) % 251;
+  return b;
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 20));
+}
+
+/** Reads exactly n bytes from a restored socket fd (Node takes the fd over). */
+function readExactly(sock: net.Socket, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const onData = (d: Buffer) => {
+      chunks.push(d);
+      got += d.length;
+      if (got >= n) {
+        sock.off('data', onData);
+        sock.pause();
+        resolve(Buffer.concat(chunks));
+      }
+    };
+    sock.on('data', onData);
+    sock.once('error', reject);
+    sock.resume();
+  });
+}
+
+async function roundTrip(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', side: 'client' | 'server') {
+  const addrs = family === 'inet' ? pair.v4 : pair.v6;
+  const table = `handoff_t${uniqueTag()}`;
+  const lockOpts = { table, netns: pair.local };
+  t.teardown(async () => {
+    await unlock(lockOpts).catch(() => false);
+  });
+  const port = 20000 + Math.floor(Math.random() * 20000);
+
+  // client: the holder connected to the peer; server: the peer connected to the holder's listener.
+  type Proc = ReturnType<NetnsPair['spawn']>;
+  let peerProc: Proc, holder: Proc, peer: LineWatcher;
+  if (side === 'client') {
+    peerProc = pair.spawn(pair.peer, 'python3', ['-c', PEER, addrs.peer, String(port)]);
+    peer = new LineWatcher(peerProc.stdout!);
+    await peer.waitFor('listening');
+    holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'connect', addrs.peer, String(port)]);
+  } else {
+    holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'accept', addrs.local, String(port)]);
+  }
+  const held = new LineWatcher(holder.stdout!);
+  if (side === 'server') {
+    await held.waitFor('listening');
+    // The peer "listens" nowhere here: it connects. Reuse PEER's reader by connecting through a tiny wrapper.
+    peerProc = pair.spawn(pair.peer, 'python3', ['-c', PEER.replace("s.bind((host, port)); s.listen(1)\nprint('listening', flush=True)\nc, _ = s.accept()", "s.connect((host, port)); c = s\nprint('listening', flush=True)"), addrs.local, String(port)]);
+    peer = new LineWatcher(peerProc.stdout!);
+  }
+  const fdLine = await held.waitFor('fd');
+  const holderFd = Number(fdLine.split(' ')[1]);
+  const holderPid = holder.pid!;
+
+  // Phase 1: traffic both ways, all acknowledged.
+  holder.stdin!.write('send 30000\n');
+  await peer.waitFor('rx', 30000);
+  peerProc.stdin!.write('send 40000\n');
+  await peer.waitFor('sent', 40000);
+  const probe = fdInfoOf(holderPid, holderFd);
+  await until(() => S.ioctlInt(probe.localFd, S.SIOCINQ) === 40000);
+
+  // Phase 2: lock, then more data each way that nobody can acknowledge.
+  const local = S.getsockname(probe.localFd) as { address: string; port: number };
+  const remote = S.getpeername(probe.localFd) as { address: string; port: number };
+  await lock({ connections: [{ local, remote }] }, lockOpts);
+  holder.stdin!.write('send 20000\n');
+  await held.waitFor('sent', 50000);
+  peerProc.stdin!.write('send 10000\n');
+  await peer.waitFor('sent', 50000);
+  await until(() => S.ioctlInt(probe.localFd, S.SIOCOUTQ) === 20000);
+
+  t.same(tcpModule.preflight!(probe, new Set([holderPid])), [], 'an established connection has no blocker');
+  const dctx = dumpContext([holderPid]);
+  t.ok(tcpModule.matches(probe), 'the TCP module claims the socket');
+  const id = tcpModule.dump(probe, dctx);
+  const record = dctx.records[0] as TcpRecord;
+  t.equal(record.id, id);
+  t.equal(schemaErrors(record), '', 'the record validates against formats/v1/schema/tcp.json');
+  t.equal(record.state, 'ESTABLISHED');
+  t.equal(record.family, family);
+  t.equal(record.repair!.recvQueue.length, 40000, 'receive queue holds what the holder never read');
+  t.equal(record.repair!.sendQueue.length, 20000, 'send queue holds what the lock kept from the peer');
+  t.same(Buffer.from(record.repair!.recvQueue), pattern(0, 40000), 'receive queue bytes are the peer stream from its start');
+  t.same(Buffer.from(record.repair!.sendQueue), pattern(30000, 20000), 'send queue bytes continue the holder stream');
+  t.equal(record.options.nodelay, side === 'client', 'TCP_NODELAY recorded');
+
+  // The owner dies; the original socket is in repair mode and closes without FIN or RST.
+  holder.kill('SIGKILL');
+  await holder;
+  closeFd(probe.localFd);
+
+  const rctx = restoreContext(dctx.records);
+  const fd = pair.inside(pair.local, () => tcpModule.restore(record, rctx) as number);
+  t.same(S.getsockname(fd), { family, ...local }, 'restored socket has the local address');
+  t.same(S.getpeername(fd), { family, ...remote }, 'restored socket has the peer address');
+  t.equal(S.getsockoptInt(fd, S.IPPROTO_TCP, S.TCP.NODELAY) !== 0, side === 'client', 'TCP_NODELAY restored');
+  await rctx.finish();
+  t.equal(S.tcpInfo(fd).state, 1, 'ESTABLISHED after repair off');
+  t.ok(await unlock(lockOpts), 'lock removed');
+
+  const sock = new net.Socket({ fd, readable: true, writable: true });
+  sock.pause();
+  const received = await readExactly(sock, 50000);
+  t.equal(received.length, 50000, 'exactly the 40000 queued and 10000 retransmitted bytes arrive');
+  t.ok(received.equals(pattern(0, 50000)), 'no byte lost or repeated towards the restored side');
+  sock.write(pattern(50000, 5000));
+  await peer.waitFor('rx', 55000);
+  const problems = peer.lines.filter((l) => /^(bad|eof|error)/.test(l));
+  t.same(problems, [], 'the peer saw no reset, no end of stream and no wrong byte');
+  sock.destroy();
+  peerProc.kill('SIGKILL');
+  await peerProc;
+}
+
+t.test('TCP connections survive dump, owner death and restore', async (t) => {
+  const pair = await createNetnsPair();
+  t.teardown(() => pair.destroy());
+  const tablesBefore = await listTables({ netns: pair.local });
+
+  await t.test('IPv4 client connection', (t) => roundTrip(t, pair, 'inet', 'client'));
+  await t.test('IPv6 accepted server connection', (t) => roundTrip(t, pair, 'inet6', 'server'));
+
+  await t.test('a listening socket comes back with its address and backlog', async (t) => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'listen', pair.v6.local, String(port)]);
+    const held = new LineWatcher(holder.stdout!);
+    const fd = Number((await held.waitFor('listening')).split(' ')[1]);
+    const info = fdInfoOf(holder.pid!, fd);
+    t.same(tcpModule.preflight!(info, new Set([holder.pid!])), []);
+    const dctx = dumpContext([holder.pid!]);
+    tcpModule.dump(info, dctx);
+    const record = dctx.records[0] as TcpRecord;
+    t.equal(schemaErrors(record), '');
+    t.equal(record.state, 'LISTEN');
+    t.equal(record.backlog, 7);
+    t.same(record.local, { address: pair.v6.local, port });
+    t.equal(record.options.reuseAddr, true);
+    holder.kill('SIGKILL');
+    await holder;
+    closeFd(info.localFd);
+    const rctx = restoreContext(dctx.records);
+    const lfd = pair.inside(pair.local, () => tcpModule.restore(record, rctx) as number);
+    await rctx.finish();
+    t.equal(S.tcpInfo(lfd).state, 10, 'LISTEN');
+    t.equal(S.tcpInfo(lfd).sacked, 7, 'backlog 7');
+    t.equal(S.getsockoptInt(lfd, S.SOL_SOCKET, S.SO.REUSEADDR), 1, 'SO_REUSEADDR restored');
+    // A client from the peer namespace gets through to the restored listener.
+    const server = net.createServer({ pauseOnConnect: false });
+    const accepted = new Promise<string>((resolve) => server.on('connection', (c) => c.once('data', (d) => resolve(d.toString()))));
+    await new Promise<void>((resolve) => server.listen({ fd: lfd }, resolve));
+    await pair.run(pair.peer, 'python3', ['-c', `import socket; s = socket.create_connection(('${pair.v6.local}', ${port})); s.sendall(b'hello'); s.close()`]);
+    t.equal(await accepted, 'hello', 'a new connection is accepted');
+    server.close();
+  });
+
+  await t.test('a listener with unaccepted connections is a blocker naming pid and fd', async (t) => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'listen', pair.v4.local, String(port)]);
+    const held = new LineWatcher(holder.stdout!);
+    const fd = Number((await held.waitFor('listening')).split(' ')[1]);
+    const client = pair.spawn(pair.peer, 'python3', ['-c', `import socket, sys; s = socket.create_connection(('${pair.v4.local}', ${port})); print('up', flush=True); sys.stdin.read()`]);
+    await new LineWatcher(client.stdout!).waitFor('up');
+    const info = fdInfoOf(holder.pid!, fd);
+    await until(() => S.tcpInfo(info.localFd).unacked === 1);
+    const blockers = tcpModule.preflight!(info, new Set([holder.pid!]));
+    t.equal(blockers.length, 1);
+    t.match(blockers[0], { code: 'tcp-accept-queue', pid: holder.pid, fd });
+    closeFd(info.localFd);
+    client.kill('SIGKILL');
+    holder.kill('SIGKILL');
+    await Promise.all([client, holder]);
+  });
+
+  t.same(await listTables({ netns: pair.local }), tablesBefore, 'no lock table of ours is left');
+});
