@@ -5,6 +5,7 @@ import { parse, type Command } from './command.js';
 
 /** Verb -> lazily imported module. */
 const VERBS: Record<string, () => Promise<{ command: Command }>> = {
+  check: () => import('./check.js'),
 };
 
 const EXIT_HELP = `Exit codes:
