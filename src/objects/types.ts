@@ -44,6 +44,8 @@ export interface RestoreContext {
   shared<T>(key: string, create: () => T): T;
   /** Runs after every process is restored and before the network unlock (TCP repair off...). */
   atFinish(fn: () => void | Promise<void>): void;
+  /** Bytes of a payload stored in the image (deleted file or memfd contents...). */
+  readPayload(ref: { offset: number; length: number }): Uint8Array;
   /** Runs if the restore fails (close what was opened). */
   onAbort(fn: () => void): void;
   log: Logger;
