@@ -6,6 +6,7 @@ import { parse, type Command } from './command.js';
 /** Verb -> lazily imported module. */
 const VERBS: Record<string, () => Promise<{ command: Command }>> = {
   check: () => import('./check.js'),
+  unlock: () => import('./unlock.js'),
 };
 
 const EXIT_HELP = `Exit codes:

@@ -89,15 +89,15 @@ export function rulesetText(spec: LockSpec, opts: NetlockOptions = {}): string {
     set('ports', 'inet_service', ports.map(String)),
     '  chain incoming {',
     '    type filter hook prerouting priority -310; policy accept;',
-    '    ip daddr . tcp dport . ip saddr . tcp sport @conn4 drop',
-    '    ip6 daddr . tcp dport . ip6 saddr . tcp sport @conn6 drop',
-    '    tcp dport @ports drop',
+    '    ip daddr . tcp dport . ip saddr . tcp sport @conn4 counter drop',
+    '    ip6 daddr . tcp dport . ip6 saddr . tcp sport @conn6 counter drop',
+    '    tcp dport @ports counter drop',
     '  }',
     '  chain outgoing {',
     '    type filter hook output priority -310; policy accept;',
-    '    ip saddr . tcp sport . ip daddr . tcp dport @conn4 drop',
-    '    ip6 saddr . tcp sport . ip6 daddr . tcp dport @conn6 drop',
-    '    tcp sport @ports drop',
+    '    ip saddr . tcp sport . ip daddr . tcp dport @conn4 counter drop',
+    '    ip6 saddr . tcp sport . ip6 daddr . tcp dport @conn6 counter drop',
+    '    tcp sport @ports counter drop',
     '  }',
     '}',
     '',
@@ -138,6 +138,17 @@ export async function listTables(opts: Pick<NetlockOptions, 'netns'> = {}): Prom
   if (r.exitCode !== 0) throw new NetworkError('E_NETLOCK', `nft list tables failed: ${r.stderr}`);
   const parsed = JSON.parse(r.stdout || '{"nftables":[]}') as { nftables: { table?: { family: string; name: string } }[] };
   return parsed.nftables.flatMap((e) => (e.table ? [`${e.table.family} ${e.table.name}`] : []));
+}
+
+/** Packets dropped by the lock so far (nft counters), or undefined when not locked. */
+export async function droppedPackets(opts: NetlockOptions = {}): Promise<number | undefined> {
+  const table = tableName(opts);
+  const r = await nft(['-j', 'list', 'table', 'inet', table], opts);
+  if (r.exitCode !== 0) return undefined;
+  const parsed = JSON.parse(r.stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
+  let packets = 0;
+  for (const e of parsed.nftables) for (const x of e.rule?.expr ?? []) packets += x.counter?.packets ?? 0;
+  return packets;
 }
 
 export async function isLocked(opts: NetlockOptions = {}): Promise<boolean> {
