@@ -3,7 +3,7 @@
 // The kernel hands out wds sequentially (1, 2, ...), so watches are re-added in wd order,
 // gaps burnt with a throw-away watch, and every wd checked. Events queued at dump time are
 // not carried over.
-import { lstatSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync, statSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readFileSync, readlinkSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Blocker } from '../errors.js';
@@ -15,7 +15,7 @@ import { blocker, fdinfoText, recordFlags } from './file.js';
 
 const IN_ATTRIB = 0x4;
 const IN_IGNORED = 0x8000;
-const IN_DONT_FOLLOW = 0x01000000;
+const IN_DONT_FOLLOW = 0x02000000;
 
 export interface InotifyWatchInfo {
   wd: number;
@@ -69,10 +69,11 @@ export function resolveWatchPath(watch: InotifyWatchInfo): { path: string } | { 
     let mountFd = -1;
     let fd = -1;
     try {
-      mountFd = k.open(point, k.O.PATH | k.O.DIRECTORY | k.O.CLOEXEC, 0);
+      // Not O_PATH: open_by_handle_at refuses an O_PATH mount fd (EBADF).
+      mountFd = k.open(point, k.O.RDONLY | k.O.DIRECTORY | k.O.CLOEXEC, 0);
       fd = k.openByHandleAt(mountFd, watch.handle.type, watch.handle.bytes, k.O.PATH | k.O.CLOEXEC);
       const path = readlinkSync(`/proc/self/fd/${fd}`);
-      const st = statSync(path);
+      const st = lstatSync(path); // a watch may be on a symlink itself (IN_DONT_FOLLOW)
       if (st.ino === watch.ino && devMajor(st.dev) === watch.major && devMinor(st.dev) === watch.minor) return { path };
     } catch {
       /* try the next mount of this file system */
