@@ -71,6 +71,9 @@ export function restoreContext(records: ImageRecord[]): TestRestoreContext {
       return shared.get(key) as T;
     },
     atFinish: (fn) => finish.push(fn),
+    readPayload: () => {
+      throw new Error('socket records carry their bytes inline; no image file in these tests');
+    },
     onAbort: (fn) => aborts.push(fn),
     async finish() {
       for (const fn of finish.splice(0)) await fn();
