@@ -40,7 +40,7 @@ Exit status 0 when everything dump and restore need is available (and kexec, wit
       line(header),
       ...rows.map(line),
       '',
-      ok ? `ok: everything ${needs.join(', ')} need is available` : `missing for ${needs.join('/')}: ${missing.map((f) => `${f.name} (needed for ${f.neededFor.filter((n) => needs.includes(n)).join(', ')}: ${f.detail})`).join('; ')}`,
+      ok ? `ok: everything ${needs.join('/')} needs is available` : `missing for ${needs.join('/')}: ${missing.map((f) => `${f.name} (needed for ${f.neededFor.filter((n) => needs.includes(n)).join(', ')}: ${f.detail})`).join('; ')}`,
     ];
     out(lines.join('\n'));
     return ok ? EXIT.ok : EXIT.kernel;
