@@ -1,7 +1,6 @@
 /* pacer: not a target but a helper for real-program tests. `pacer FILE CHUNK DELAY_US` copies
  * FILE to stdout CHUNK bytes at a time with a pause between chunks, so a pipeline downstream
  * of it (gzip, sha256sum) is still mid-stream when a test dumps it. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

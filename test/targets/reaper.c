@@ -5,7 +5,6 @@
  * "command <pid> exit <code>". It exits when it has no children left.
  * Without it, orphans go to pid 1, which in some containers never reaps: their pids would stay
  * taken and their exit statuses unknown. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
