@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #define PM_PRESENT (1ULL << 63)
@@ -20,7 +21,29 @@ enum { MODE_ANON_PRIVATE = 0, MODE_FILE_PRIVATE = 1, MODE_SHARED = 2, MODE_MASK 
  * zeros after restore without being stored. */
 #define FLAG_SKIP_ZERO_PAGE 0x100
 
+/* Use the pread path even where PAGEMAP_SCAN exists (tests compare both). */
+#define FLAG_FORCE_READ 0x200
+
 #define CHUNK_ENTRIES 8192
+
+/* PAGEMAP_SCAN (6.7+): the kernel folds pages into ranges itself and skips empty page
+ * tables wholesale, so sparse areas (multi-GiB reservations) cost almost nothing. Declared
+ * here because the build headers may predate it. */
+struct hnd_pm_scan_arg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct hnd_page_region {
+  uint64_t start, end, categories;
+};
+#define HND_PAGEMAP_SCAN _IOWR('f', 16, struct hnd_pm_scan_arg)
+#define PAGE_IS_FILE (1ULL << 2)
+#define PAGE_IS_PRESENT (1ULL << 3)
+#define PAGE_IS_SWAPPED (1ULL << 4)
+#define PAGE_IS_PFNZERO (1ULL << 5)
+#define SCAN_REGIONS 512
+
+static int scan_unsupported; /* set once the ioctl answered ENOTTY/EINVAL */
 
 static uint64_t zero_pfn_cache; /* 0: unknown or pfns hidden (no CAP_SYS_ADMIN) */
 static int zero_pfn_probed;
@@ -53,6 +76,55 @@ HND_EXPORT int hnd_pagemap_open(int pid) {
 /* Zero-page pfn as seen by this process (0 when pfns are hidden). */
 HND_EXPORT int64_t hnd_pagemap_zero_pfn(void) { return (int64_t)zero_pfn(); }
 
+/* PAGEMAP_SCAN version of hnd_pagemap_runs; returns -ENOTTY when the kernel lacks it. */
+static int scan_runs(int fd, uint64_t start, uint64_t stop, int mode, int skip_zero, uint8_t *out, int cap, uint8_t *next, uint64_t ps) {
+  struct hnd_page_region regions[SCAN_REGIONS];
+  struct hnd_pm_scan_arg arg;
+  uint64_t from = start;
+  int n = 0;
+  while (from < stop) {
+    memset(&arg, 0, sizeof arg);
+    arg.size = sizeof arg;
+    arg.start = from;
+    arg.end = stop;
+    arg.vec = (uint64_t)(uintptr_t)regions;
+    /* Never ask for more regions than fit, so a full buffer ends exactly at walk_end. */
+    arg.vec_len = (uint64_t)(cap - n) + 1 < SCAN_REGIONS ? (uint64_t)(cap - n) + 1 : SCAN_REGIONS;
+    arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+    /* Pages must NOT be in these categories: inverted + required. */
+    arg.category_inverted = (mode == MODE_FILE_PRIVATE ? PAGE_IS_FILE : 0) | (skip_zero ? PAGE_IS_PFNZERO : 0);
+    arg.category_mask = arg.category_inverted;
+    arg.return_mask = 0; /* one category for all: adjacent matches merge into one region */
+    long got = ioctl(fd, HND_PAGEMAP_SCAN, &arg);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    for (long i = 0; i < got; i++) {
+      uint64_t a = regions[i].start, pages = (regions[i].end - regions[i].start) / ps;
+      if (n > 0) {
+        uint64_t prev[2];
+        memcpy(prev, out + (size_t)(n - 1) * 16, 16);
+        if (prev[0] + prev[1] * ps == a) {
+          prev[1] += pages;
+          memcpy(out + (size_t)(n - 1) * 16, prev, 16);
+          continue;
+        }
+      }
+      if (n == cap) {
+        memcpy(next, &a, 8);
+        return -ENOSPC;
+      }
+      uint64_t pair[2] = {a, pages};
+      memcpy(out + (size_t)n * 16, pair, 16);
+      n++;
+    }
+    if (arg.walk_end <= from) break; /* no progress: nothing more to find */
+    from = arg.walk_end;
+  }
+  return n;
+}
+
 /* Runs of wanted pages in [start, end) of the process whose pagemap is open as `fd`.
  * Writes (address, page count) u64 pairs into `out` (room for `cap` pairs) and returns
  * how many. When `out` fills up, returns -ENOSPC with every written run complete and
@@ -62,9 +134,16 @@ HND_EXPORT int hnd_pagemap_runs(int fd, int64_t start, int64_t end, int mode_fla
   const uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE);
   const int mode = mode_flags & MODE_MASK;
   if (mode > MODE_SHARED || start < 0 || end < start || cap < 0) return -EINVAL;
-  const uint64_t zero = (mode_flags & FLAG_SKIP_ZERO_PAGE) ? zero_pfn() : 0;
   const uint64_t reject = mode == MODE_FILE_PRIVATE ? PM_FILE : 0;
+  if (!(mode_flags & FLAG_FORCE_READ) && !scan_unsupported && end > start) {
+    int r = scan_runs(fd, (uint64_t)start & ~(ps - 1), (uint64_t)end, mode, (mode_flags & FLAG_SKIP_ZERO_PAGE) != 0, out, cap, next, ps);
+    if (r >= 0 || r == -ENOSPC) return r;
+    /* ENOTTY: kernel without the ioctl. Anything else (EFAULT for [vsyscall], beyond the
+     * user address range): let the pread path answer this call. */
+    if (r == -ENOTTY) scan_unsupported = 1;
+  }
 
+  const uint64_t zero = (mode_flags & FLAG_SKIP_ZERO_PAGE) ? zero_pfn() : 0;
   uint64_t addr = (uint64_t)start & ~(ps - 1);
   const uint64_t stop = (uint64_t)end;
   uint64_t run_start = 0, run_pages = 0;

@@ -51,41 +51,54 @@ const { child, at } = target;
 const pid = child.pid!;
 const pages = (list: Array<[number, number]>, base: number) => list.map(([first, count]) => ({ addr: base + first * PAGE, pages: count }));
 
-t.test('written anonymous pages come back as exact runs, read-only zero pages left out', async (t) => {
-  t.ok(zeroPagePfn() > 0, 'root sees the zero page pfn');
-  const runs = presentRuns(pid, at.anon!, at.anon! + 64 * PAGE, 'anonymous-private');
-  t.same(runs, pages([[0, 3], [10, 2], [40, 1], [63, 1]], at.anon!));
-});
+for (const forceRead of [false, true]) {
+  const how = forceRead ? 'pread of pagemap entries' : 'PAGEMAP_SCAN where available';
+  t.test(`${how}: written anonymous pages come back as exact runs, read-only zero pages left out`, async (t) => {
+    t.ok(zeroPagePfn() > 0, 'root sees the zero page pfn');
+    const runs = presentRuns(pid, at.anon!, at.anon! + 64 * PAGE, 'anonymous-private', { forceRead });
+    t.same(runs, pages([[0, 3], [10, 2], [40, 1], [63, 1]], at.anon!));
+  });
 
-t.test('without zero-page skipping the read pages are stored too', async (t) => {
-  const runs = presentRuns(pid, at.anon!, at.anon! + 64 * PAGE, 'anonymous-private', { skipZeroPage: false });
-  t.same(runs, pages([[0, 3], [10, 2], [20, 3], [40, 1], [63, 1]], at.anon!));
-});
+  t.test(`${how}: without zero-page skipping the read pages are stored too`, async (t) => {
+    const runs = presentRuns(pid, at.anon!, at.anon! + 64 * PAGE, 'anonymous-private', { skipZeroPage: false, forceRead });
+    t.same(runs, pages([[0, 3], [10, 2], [20, 3], [40, 1], [63, 1]], at.anon!));
+  });
 
-t.test('a private file mapping yields only the pages the process wrote', async (t) => {
-  const runs = presentRuns(pid, at.file!, at.file! + 16 * PAGE, 'file-private');
-  t.same(runs, pages([[5, 2], [10, 1]], at.file!));
-  // The read pages are mapped too (with fault-around, their neighbours as well), but as the file's own pages.
-  const mapped = presentRuns(pid, at.file!, at.file! + 16 * PAGE, 'shared');
-  t.ok(mapped.some((r) => r.addr <= at.file! && r.addr + r.pages * PAGE >= at.file! + 4 * PAGE), 'pages 0-3 are mapped');
-});
+  t.test(`${how}: a private file mapping yields only the pages the process wrote`, async (t) => {
+    const runs = presentRuns(pid, at.file!, at.file! + 16 * PAGE, 'file-private', { forceRead });
+    t.same(runs, pages([[5, 2], [10, 1]], at.file!));
+    // The read pages are mapped too (with fault-around, their neighbours as well), but as the file's own pages.
+    const mapped = presentRuns(pid, at.file!, at.file! + 16 * PAGE, 'shared', { forceRead });
+    t.ok(mapped.some((r) => r.addr <= at.file! && r.addr + r.pages * PAGE >= at.file! + 4 * PAGE), 'pages 0-3 are mapped');
+  });
 
-t.test('a shared anonymous mapping yields its touched pages', async (t) => {
-  const runs = presentRuns(pid, at.shared!, at.shared! + 16 * PAGE, 'shared');
-  t.same(runs, pages([[3, 2], [9, 1]], at.shared!));
-});
+  t.test(`${how}: a shared anonymous mapping yields its touched pages`, async (t) => {
+    const runs = presentRuns(pid, at.shared!, at.shared! + 16 * PAGE, 'shared', { forceRead });
+    t.same(runs, pages([[3, 2], [9, 1]], at.shared!));
+  });
 
-t.test('more runs than one native call returns are continued without loss', async (t) => {
+  t.test(`${how}: more runs than one native call returns are continued without loss`, async (t) => {
+    const map = new Pagemap(pid);
+    const runs = map.runs(at.many!, at.many! + 10000 * PAGE, 'anonymous-private', { forceRead });
+    map.close();
+    t.equal(runs.length, 5000);
+    t.ok(runs.every((r, i) => r.pages === 1 && r.addr === at.many! + i * 2 * PAGE), 'every other page, in order');
+  });
+
+  t.test(`${how}: a sub-range starting mid-area is scanned from its first page`, async (t) => {
+    const runs = presentRuns(pid, at.anon! + 11 * PAGE, at.anon! + 41 * PAGE, 'anonymous-private', { forceRead });
+    t.same(runs, pages([[11, 1], [40, 1]], at.anon!));
+  });
+}
+
+t.test('both scanning paths agree on every area of a real process, [vsyscall] included', async (t) => {
+  const { readMaps } = await import('../../src/kernel/proc.js');
   const map = new Pagemap(pid);
-  const runs = map.runs(at.many!, at.many! + 10000 * PAGE, 'anonymous-private');
-  map.close();
-  t.equal(runs.length, 5000);
-  t.ok(runs.every((r, i) => r.pages === 1 && r.addr === at.many! + i * 2 * PAGE), 'every other page, in order');
-});
-
-t.test('a sub-range starting mid-area is scanned from its first page', async (t) => {
-  const runs = presentRuns(pid, at.anon! + 11 * PAGE, at.anon! + 41 * PAGE, 'anonymous-private');
-  t.same(runs, pages([[11, 1], [40, 1]], at.anon!));
+  t.teardown(() => map.close());
+  for (const area of readMaps(pid)) {
+    const mode = area.shared ? 'shared' : area.path ? 'file-private' : 'anonymous-private';
+    t.same(map.runs(area.start, area.end, mode), map.runs(area.start, area.end, mode, { forceRead: true }), `${area.start.toString(16)} ${area.path ?? area.special ?? ''}`);
+  }
 });
 
 t.test('a process that is gone is reported as E_NO_PROCESS', async (t) => {
