@@ -1,7 +1,7 @@
 /* Creating the first process of a restored tree with its recorded pid (clone3 set_tid, 5.5+),
  * optionally inside a fresh time namespace whose clock offsets make CLOCK_MONOTONIC and
  * CLOCK_BOOTTIME continue from their dumped values. The child execs the static restore stub
- * under PTRACE_SEIZE and stays stopped at its exec event for the restorer. */
+ * under PTRACE_SEIZE and is left in a ptrace stop inside the stub's pause(). */
 #include "handoff.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/prctl.h>
 #include <linux/sched.h>
 
 #ifndef CLONE_NEWTIME
@@ -52,7 +53,7 @@ HND_EXPORT int hnd_spawn_stub(int pid, const char *stub, const char *offsets, in
   struct clone_args args;
   memset(&args, 0, sizeof args);
   args.exit_signal = SIGCHLD;
-  args.set_tid = (uint64_t)(uintptr_t)tid;
+  args.set_tid = pid > 0 ? (uint64_t)(uintptr_t)tid : 0;
   args.set_tid_size = pid > 0 ? 1 : 0;
   long child = raw_clone3(&args);
   if (child == 0) child_main(gate[0], stub, offsets, offsets_len);
@@ -71,7 +72,23 @@ HND_EXPORT int hnd_spawn_stub(int pid, const char *stub, const char *offsets, in
     if (w < 0) { if (errno == EINTR) continue; return -errno; }
     if (WIFEXITED(status)) return -(1000 + WEXITSTATUS(status)); /* the child's own failure step */
     if (WIFSIGNALED(status)) return -ECHILD;
-    if (WIFSTOPPED(status) && (status >> 8) == (SIGTRAP | (PTRACE_EVENT_EXEC << 8))) return (int)child;
+    if (WIFSTOPPED(status) && (status >> 8) == (SIGTRAP | (PTRACE_EVENT_EXEC << 8))) break;
     if (ptrace(PTRACE_CONT, child, 0, 0) < 0) return -errno;
   }
+  /* The exec stop is inside execve: registers set there are overwritten by its return value.
+   * Let the stub reach its pause() and stop it there instead. */
+  if (ptrace(PTRACE_CONT, child, 0, 0) < 0 || ptrace(PTRACE_INTERRUPT, child, 0, 0) < 0) return -errno;
+  for (;;) {
+    int status;
+    pid_t w = waitpid((pid_t)child, &status, __WALL);
+    if (w < 0) { if (errno == EINTR) continue; return -errno; }
+    if (!WIFSTOPPED(status)) return -ECHILD;
+    if ((status >> 16) == PTRACE_EVENT_STOP) return (int)child;
+    if (ptrace(PTRACE_CONT, child, 0, 0) < 0) return -errno;
+  }
+}
+
+/* Orphaned descendants are re-parented to us (and reaped by us) instead of init. */
+HND_EXPORT int hnd_set_child_subreaper(int on) {
+  return prctl(PR_SET_CHILD_SUBREAPER, (unsigned long)on, 0, 0, 0) < 0 ? -errno : 0;
 }

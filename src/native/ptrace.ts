@@ -87,6 +87,13 @@ export function waitFor(tid: number, noHang = false): WaitStatus | undefined {
   return decodeStatus(statusBuf.readInt32LE(0));
 }
 
+/** waitpid(-1, __WALL): the next child (or tracee) state change, blocking. */
+export function waitAny(): { pid: number; status: WaitStatus } {
+  const r = raw.wait(-1, 0, statusBuf);
+  check('waitpid', r, -1);
+  return { pid: r, status: decodeStatus(statusBuf.readInt32LE(0)) };
+}
+
 export function eventMessage(tid: number): number {
   const b = Buffer.alloc(8);
   check('ptrace(GETEVENTMSG)', raw.eventMsg(tid, b), tid);
@@ -191,4 +198,10 @@ export function spawnStub(pid: number, stubPath: string, timensOffsets: string, 
   if (r <= -1000) throw new ProcessError('E_RESTORE', `restore stub for pid ${pid} failed at step ${-r - 1000} (120 unshare time ns, 121/122 timens offsets, 123 gate, 124 exec)`, { pid });
   if (r < 0) throw new SyscallError('clone3(set_tid)', -r, { pid });
   return r;
+}
+
+const subreaperRaw = bind('hnd_set_child_subreaper', T.i32, [T.i32]);
+/** Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER). */
+export function setChildSubreaper(on: boolean): void {
+  check('prctl(PR_SET_CHILD_SUBREAPER)', subreaperRaw(on ? 1 : 0), process.pid);
 }

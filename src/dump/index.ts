@@ -1,0 +1,216 @@
+// handoff dump: discover -> preflight -> freeze -> read state -> write image -> kill or thaw.
+// Until the image is complete and synced, any failure thaws the targets: nothing is lost.
+import { fstatSync } from 'node:fs';
+import { hostname, release } from 'node:os';
+import { BlockedError, ProcessError, asHandoffError, type Blocker } from '../errors.js';
+import { logger } from '../log.js';
+import { version as toolVersion } from '../version.js';
+import type { ClocksRecord, Feature } from '../format/records.js';
+import { ImageWriter } from '../format/writer.js';
+import { children, listFds, readFdinfo, flatFdinfo, readMaps, readSmapsFlags, readStat, readStatus, type MapEntry } from '../kernel/proc.js';
+import { closeFd, sameOpenFile, takeFd } from '../native/fd.js';
+import { fdModules } from '../objects/index.js';
+import { areaType, dumpMemory, memoryBlockers, type MemoryStats } from '../objects/memory.js';
+import { dumpProcess } from '../objects/process.js';
+import { dumpCredentials } from '../objects/credentials.js';
+import { dumpPendingSignals, dumpSignalActions } from '../objects/signals.js';
+import { dumpItimers, dumpPosixTimers } from '../objects/timers.js';
+import { dumpThread } from '../objects/thread.js';
+import type { DumpContext, FdInfo, ImageRecord } from '../objects/types.js';
+import type { RemoteTask } from '../ptrace/remote.js';
+import { SYS } from '../ptrace/syscalls.js';
+import { Frozen } from './freeze.js';
+import { Parasite } from './parasite.js';
+
+const log = logger('dump');
+const O_CLOEXEC = 0o2000000;
+const PAGE_SIZE = 4096;
+
+export interface DumpOptions {
+  pid: number;
+  /** Include every descendant of pid. */
+  tree?: boolean;
+  image: string;
+  /** Thaw the processes after the dump instead of killing them. */
+  leaveRunning?: boolean;
+}
+
+export interface DumpResult {
+  image: string;
+  pids: number[];
+  threads: number;
+  bytes: number;
+  pagesBytes: number;
+  frozenMs: number;
+  sha256: string;
+}
+
+/** pid plus, with tree, every descendant (parents before children). */
+export function discover(pid: number, tree: boolean): number[] {
+  readStat(pid); // E_NO_PROCESS when it is not there
+  if (pid === process.pid || pid === 1) throw new ProcessError('E_DUMP', `refusing to dump pid ${pid}`, { pid });
+  const out = [pid];
+  for (let i = 0; tree && i < out.length; i++) for (const c of children(out[i]!)) if (!out.includes(c)) out.push(c);
+  return out;
+}
+
+function fdInfo(pid: number, fd: number, link: string): FdInfo {
+  const localFd = takeFd(pid, fd);
+  const st = fstatSync(localFd);
+  return {
+    pid, fd, localFd, link,
+    fdinfo: flatFdinfo(readFdinfo(pid, fd)),
+    stat: { mode: st.mode, ino: st.ino, dev: st.dev, rdev: st.rdev, size: st.size, uid: st.uid, gid: st.gid },
+  };
+}
+
+/** Everything that cannot be handed off, found without stopping anything. */
+export function preflight(pids: number[]): Blocker[] {
+  const blockers: Blocker[] = [];
+  const set = new Set(pids);
+  for (const pid of pids) {
+    const status = readStatus(pid);
+    if (status.state.startsWith('Z')) continue;
+    if (status.tracerPid !== 0) blockers.push({ code: 'B_TRACED', pid, reason: `already traced by pid ${status.tracerPid}` });
+    if (status.seccomp === 2) blockers.push({ code: 'B_SECCOMP', pid, reason: 'seccomp filters are not supported yet' });
+    blockers.push(...memoryBlockers(pid, readMaps(pid)));
+    for (const { fd, link } of listFds(pid)) {
+      let info: FdInfo;
+      try {
+        info = fdInfo(pid, fd, link);
+      } catch (err) {
+        blockers.push({ code: 'B_FD_UNREADABLE', pid, fd, reason: asHandoffError(err).message });
+        continue;
+      }
+      try {
+        const module = fdModules.find((m) => m.matches(info));
+        if (!module) blockers.push({ code: 'B_FD_KIND', pid, fd, reason: `unsupported kind of fd: ${link}` });
+        else blockers.push(...(module.preflight?.(info, set) ?? []));
+      } finally {
+        closeFd(info.localFd);
+      }
+    }
+  }
+  return blockers;
+}
+
+function clocks(task: RemoteTask): ClocksRecord {
+  const read = (clock: number) => {
+    task.call('clock_gettime', SYS.clock_gettime, clock, task.scratch);
+    const b = task.get(16);
+    return { sec: Number(b.readBigInt64LE(0)), nsec: Number(b.readBigInt64LE(8)) };
+  };
+  // Read inside the target: it may live in a time namespace of its own.
+  return { kind: 'clocks', realtime: read(0), monotonic: read(1), boottime: read(7) };
+}
+
+export function imageFeatures(maps: MapEntry[][]): Feature[] {
+  const features: Feature[] = [
+    { name: 'clone3-set-tid', minKernel: '5.5' },
+    { name: 'pidfd-getfd', minKernel: '5.6' },
+    { name: 'time-namespace', minKernel: '5.6' },
+  ];
+  if (maps.some((ms) => ms.some((m) => m.special === '[vvar_vclock]'))) features.push({ name: 'vvar-vclock', minKernel: '6.13' });
+  return features;
+}
+
+export async function dump(options: DumpOptions): Promise<DumpResult> {
+  const pids = discover(options.pid, options.tree ?? false);
+  const blockers = preflight(pids);
+  if (blockers.length) throw new BlockedError(blockers);
+
+  const zombies = new Set(pids.filter((p) => readStat(p).state === 'Z'));
+  const frozen = new Frozen(pids.filter((p) => !zombies.has(p)));
+  frozen.freeze();
+  let writer: ImageWriter | undefined;
+  const localFds: number[] = [];
+  try {
+    const maps = new Map(frozen.pids.map((p) => [p, readMaps(p)]));
+    writer = ImageWriter.create(options.image, {
+      minKernel: '5.10',
+      sourceKernel: release(),
+      arch: 'x86_64',
+      pageSize: PAGE_SIZE,
+      tool: { name: 'handoff', version: toolVersion() },
+      created: new Date().toISOString(),
+      hostname: hostname(),
+      features: imageFeatures([...maps.values()]),
+    });
+    const w = writer;
+    const stats: MemoryStats = { areas: 0, pages: 0, bytes: 0 };
+    let clocksDone = false;
+    for (const pid of pids) {
+      if (zombies.has(pid)) {
+        w.record(dumpProcess(pid, undefined));
+        continue;
+      }
+      const m = maps.get(pid)!;
+      const flags = readSmapsFlags(pid);
+      const parasite = Parasite.open(pid, m, PAGE_SIZE);
+      try {
+        const leader = parasite.task(pid);
+        if (!clocksDone) {
+          w.record(clocks(leader));
+          clocksDone = true;
+        }
+        w.record(dumpProcess(pid, leader));
+        w.record(dumpCredentials(leader));
+        for (const tid of frozen.threads.get(pid)!) {
+          const task = parasite.task(tid);
+          w.record(dumpThread(pid, tid, task, parasite.originalMask(tid)!));
+        }
+        w.record(dumpSignalActions(leader));
+        w.record(dumpPendingSignals(pid));
+        w.record(dumpItimers(leader));
+        for (const t of dumpPosixTimers(leader)) w.record(t);
+      } finally {
+        parasite.close();
+      }
+      // After the parasite is gone, so that no borrowed byte or scratch page is stored.
+      dumpMemory(pid, m.filter((a) => areaType(a) !== 'vsyscall'), flags, w, PAGE_SIZE, stats);
+    }
+
+    // File descriptors: one object per open file description, shared ones found with kcmp.
+    const atEnd: (() => void)[] = [];
+    const ctx: DumpContext = {
+      emit: (r: ImageRecord) => w.record(r as never),
+      newId: (() => { let id = 0; return () => ++id; })(),
+      pids: new Set(pids),
+      atEnd: (fn) => atEnd.push(fn),
+      log,
+    };
+    const seen: { info: FdInfo; id: number }[] = [];
+    for (const pid of frozen.pids) {
+      for (const { fd, link } of listFds(pid)) {
+        const info = fdInfo(pid, fd, link);
+        localFds.push(info.localFd);
+        const shared = seen.find((s) => s.info.stat.dev === info.stat.dev && s.info.stat.ino === info.stat.ino && sameOpenFile(s.info.pid, s.info.fd, pid, fd));
+        let id: number;
+        if (shared) {
+          id = shared.id;
+        } else {
+          const module = fdModules.find((mod) => mod.matches(info));
+          if (!module) throw new BlockedError([{ code: 'B_FD_KIND', pid, fd, reason: `unsupported kind of fd: ${link}` }]);
+          id = module.dump(info, ctx);
+          seen.push({ info, id });
+        }
+        w.record({ kind: 'fd', pid, fd, object: id, cloexec: (info.fdinfo.flags & O_CLOEXEC) !== 0 });
+      }
+    }
+    for (const fn of atEnd) fn();
+    const done = w.finish();
+    writer = undefined;
+    const threads = [...frozen.threads.values()].reduce((n, t) => n + t.length, 0);
+    if (options.leaveRunning) frozen.thaw();
+    else frozen.kill();
+    const frozenMs = frozen.frozenMs();
+    log.info('dumped', { pids: pids.length, threads, bytes: done.bytes, frozenMs });
+    return { image: done.path, pids, threads, bytes: done.bytes, pagesBytes: stats.bytes, frozenMs, sha256: done.sha256 };
+  } catch (err) {
+    writer?.abort();
+    frozen.thaw();
+    throw err;
+  } finally {
+    for (const fd of localFds) closeFd(fd);
+  }
+}

@@ -1,0 +1,160 @@
+// Memory: the areas of an address space and the pages worth storing. Dump reads maps, smaps
+// VmFlags and pagemap, then copies only present pages (process_vm_readv, or /proc/PID/mem
+// for areas the process itself may not read). Restore maps every area at its address inside
+// the new process and has the process pread its own pages from the image: one copy, in the
+// kernel, no detour through the restorer.
+import { openSync, readSync, closeSync } from 'node:fs';
+import type { Blocker } from '../errors.js';
+import { ProcessError } from '../errors.js';
+import { logger } from '../log.js';
+import type { MemoryAreaKind, MemoryAreaRecord, PagesRecord, PayloadRef } from '../format/records.js';
+import type { ImageWriter } from '../format/writer.js';
+import type { MapEntry } from '../kernel/proc.js';
+import { Pagemap, type PagemapMode } from '../native/pagemap.js';
+import * as pt from '../native/ptrace.js';
+import type { RemoteTask } from '../ptrace/remote.js';
+import { MAP, O, PROT, SYS } from '../ptrace/syscalls.js';
+
+const log = logger('memory');
+const CHUNK = 8 << 20;
+const AT_FDCWD = -100;
+
+/** Kernel-provided areas: recreated by the kernel (vDSO/vvar are moved, never copied). */
+export const SPECIAL_AREAS: ReadonlySet<MemoryAreaKind> = new Set(['vdso', 'vvar', 'vvar_vclock', 'vsyscall']);
+
+export function areaType(m: MapEntry): MemoryAreaKind {
+  switch (m.special) {
+    case '[heap]': return 'heap';
+    case '[stack]': return 'stack';
+    case '[vdso]': return 'vdso';
+    case '[vvar]': return 'vvar';
+    case '[vvar_vclock]': return 'vvar_vclock';
+    case '[vsyscall]': return 'vsyscall';
+  }
+  if (!m.path) return 'anonymous';
+  if (m.path.startsWith('/memfd:')) return 'memfd';
+  // MAP_SHARED|MAP_ANONYMOUS shows as "/dev/zero (deleted)"; SysV shm as "/SYSV...".
+  if (m.shared && m.inode !== 0 && (m.path === '/dev/zero' || m.path.startsWith('/SYSV'))) return 'shmem';
+  if (m.deleted) return 'deleted';
+  return 'file';
+}
+
+function pagemapMode(rec: MemoryAreaRecord): PagemapMode | undefined {
+  switch (rec.type) {
+    case 'anonymous': case 'heap': case 'stack':
+      return rec.shared ? 'shared' : 'anonymous-private';
+    case 'shmem':
+      return 'shared';
+    case 'file':
+      return rec.shared ? undefined : 'file-private'; // a shared file mapping's data is the file
+    default:
+      return undefined;
+  }
+}
+
+/** Areas a dump cannot hand off yet, found before freezing. */
+export function memoryBlockers(pid: number, maps: MapEntry[]): Blocker[] {
+  const out: Blocker[] = [];
+  for (const m of maps) {
+    const t = areaType(m);
+    const where = `${m.start.toString(16)}-${m.end.toString(16)}`;
+    if (t === 'memfd' || t === 'deleted') out.push({ code: 'B_MAPPING_DELETED', pid, address: where, reason: `mapping of a deleted file or memfd (${m.path}) is not supported yet` });
+    else if (t === 'shmem' && m.path?.startsWith('/SYSV')) out.push({ code: 'B_SYSV_SHM', pid, address: where, reason: 'System V shared memory is not supported' });
+    else if (t === 'file' && m.device.major !== 0 && m.path?.startsWith('/dev/')) out.push({ code: 'B_DEVICE_MAPPING', pid, address: where, reason: `device mapping ${m.path}` });
+    else if (m.special && !['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]'].includes(m.special) && !m.special.startsWith('[anon:')) out.push({ code: 'B_SPECIAL_MAPPING', pid, address: where, reason: `special mapping ${m.special}` });
+  }
+  return out;
+}
+
+export function areaRecord(pid: number, m: MapEntry, vmFlags: string[]): MemoryAreaRecord {
+  const rec: MemoryAreaRecord = { kind: 'memory-area', pid, start: m.start, end: m.end, prot: m.prot, shared: m.shared, type: areaType(m), vmFlags };
+  if (m.path) {
+    rec.path = m.path;
+    rec.fileOffset = m.offset;
+    rec.device = m.device;
+    rec.inode = m.inode;
+  }
+  return rec;
+}
+
+export type MemoryStats = { areas: number; pages: number; bytes: number };
+
+/** Writes the memory-area records of a frozen process and the pages that must be stored. */
+export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, string[]>, writer: ImageWriter, pageSize: number, stats: MemoryStats): void {
+  const pagemap = new Pagemap(pid);
+  const buf = Buffer.allocUnsafe(CHUNK);
+  let memFd = -1;
+  try {
+    for (const m of maps) {
+      const rec = areaRecord(pid, m, flags.get(m.start) ?? []);
+      writer.record(rec);
+      stats.areas++;
+      const mode = pagemapMode(rec);
+      if (!mode) continue;
+      for (const run of pagemap.runs(m.start, m.end, mode)) {
+        const bytes = run.pages * pageSize;
+        writer.beginPayload({ kind: 'pages', pid, addr: run.addr, count: run.pages }, bytes);
+        for (let off = 0; off < bytes; off += CHUNK) {
+          const n = Math.min(CHUNK, bytes - off);
+          if (m.prot.read) {
+            pt.vmRead(pid, run.addr + off, buf, n);
+          } else {
+            // Not readable by the process itself (PROT_NONE after being written...): /proc/PID/mem
+            // reads with FOLL_FORCE, as a debugger does.
+            if (memFd < 0) memFd = openSync(`/proc/${pid}/mem`, 'r');
+            if (readSync(memFd, buf, 0, n, run.addr + off) !== n) throw new ProcessError('E_DUMP', `short read of /proc/${pid}/mem`, { pid, address: (run.addr + off).toString(16) });
+          }
+          writer.writePayload(buf.subarray(0, n));
+        }
+        stats.pages += run.pages;
+        stats.bytes += bytes;
+      }
+    }
+  } finally {
+    pagemap.close();
+    if (memFd >= 0) closeSync(memFd);
+  }
+}
+
+const MADVISE: Record<string, number> = { dd: 16, wf: 18, dc: 10, hg: 14, nh: 15 };
+
+/**
+ * Maps one recorded area at its address in the process being restored and fills its pages
+ * from the image (opened in the target as `imageFd`). Protections are final on return.
+ */
+export function restoreArea(task: RemoteTask, area: MemoryAreaRecord, pages: PagesRecord[], imageFd: number): void {
+  const length = area.end - area.start;
+  const prot = (area.prot.read ? PROT.READ : 0) | (area.prot.write ? PROT.WRITE : 0) | (area.prot.exec ? PROT.EXEC : 0);
+  const fill = pages.length > 0;
+  let flags = MAP.FIXED | (area.shared ? MAP.SHARED : MAP.PRIVATE);
+  if (area.vmFlags.includes('gd')) flags |= MAP.GROWSDOWN;
+  let fd = -1;
+  if (area.type === 'file') {
+    const mode = area.shared && area.prot.write ? O.RDWR : O.RDONLY;
+    fd = task.call(`open(${area.path})`, SYS.openat, AT_FDCWD, task.putString(area.path!), mode | O.CLOEXEC, 0);
+  } else {
+    flags |= MAP.ANONYMOUS;
+  }
+  try {
+    const mapProt = fill ? prot | PROT.WRITE : prot;
+    const r = task.raw(SYS.mmap, area.start, length, mapProt, flags, fd, fd >= 0 ? area.fileOffset ?? 0 : 0);
+    if (r !== BigInt(area.start)) throw new ProcessError('E_RESTORE', `mmap of ${area.type} area ${area.start.toString(16)}-${area.end.toString(16)}${area.path ? ` (${area.path})` : ''} failed: ${r < 0n ? `errno ${-r}` : `got ${r.toString(16)}`}`, { pid: task.pid });
+  } finally {
+    if (fd >= 0) task.raw(SYS.close, fd);
+  }
+  for (const p of pages) {
+    const ref = p.data as PayloadRef;
+    let done = 0;
+    while (done < ref.length) {
+      const n = task.call('pread64(image)', SYS.pread64, imageFd, p.addr + done, Math.min(ref.length - done, 1 << 30), ref.offset + done);
+      if (n <= 0) throw new ProcessError('E_RESTORE', `short read of pages for ${p.addr.toString(16)} from the image`, { pid: task.pid, offset: ref.offset + done });
+      done += n;
+    }
+  }
+  if (fill && !(prot & PROT.WRITE)) task.call('mprotect', SYS.mprotect, area.start, length, prot);
+  for (const f of area.vmFlags) {
+    const advice = MADVISE[f];
+    if (advice !== undefined) task.raw(SYS.madvise, area.start, length, advice);
+  }
+  log.debug('area', { pid: task.pid, start: area.start, type: area.type, pages: pages.length });
+}
