@@ -5,6 +5,10 @@ import { parse, type Command } from './command.js';
 
 /** Verb -> lazily imported module. */
 const VERBS: Record<string, () => Promise<{ command: Command }>> = {
+  inspect: () => import('./inspect.js'),
+  validate: () => import('./validate.js'),
+  dump: () => import('./dump.js'),
+  restore: () => import('./restore.js'),
   check: () => import('./check.js'),
   unlock: () => import('./unlock.js'),
 };
