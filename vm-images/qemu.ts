@@ -128,6 +128,24 @@ export function parseMarker(line: string, atMs: number): Marker | undefined {
   return { name, fields, text, atMs };
 }
 
+/**
+ * Under TCG the guest's TSC is the host's, but the guest's calibration against the
+ * emulated PIT often fails when the host is busy (we saw 887 MHz for 2596): the clocksource
+ * watchdog then marks the TSC unstable and the guest falls back to the HPET, whose every
+ * read is an emulated MMIO access - boots became twice as slow. So: tell the guest the
+ * host's TSC frequency and skip the watchdog.
+ */
+function tscArguments(): string[] {
+  try {
+    const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+    if (!/^flags\s*:.*\bconstant_tsc\b/m.test(cpuinfo)) return [];
+    const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1]);
+    return mhz > 0 ? [`tsc_early_khz=${Math.round(mhz * 1000)}`, 'tsc=reliable'] : [];
+  } catch {
+    return [];
+  }
+}
+
 async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((ok, fail) => {
@@ -154,7 +172,7 @@ export async function startGuest(options: GuestOptions): Promise<RunningGuest> {
 
   // quiet: kernel messages would interleave with marker lines on the one serial port.
   // panic=-1 + -no-reboot: a guest panic ends QEMU at once instead of hanging until the timeout.
-  const append = ['console=ttyS0', 'panic=-1', 'quiet', options.append ?? ''].join(' ').trim();
+  const append = ['console=ttyS0', 'panic=-1', 'quiet', ...tscArguments(), options.append ?? ''].join(' ').trim();
   const netdev = ['user', 'id=n0', 'restrict=on', ...forwards.map((f) => `hostfwd=tcp:127.0.0.1:${f.hostPort}-10.0.2.15:${f.guestPort}`)].join(',');
   const args = [
     '-accel', 'tcg', '-cpu', 'max', '-smp', String(options.cpus ?? 1), '-m', String(options.memoryMiB ?? 1024),

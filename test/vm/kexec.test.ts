@@ -3,6 +3,7 @@
 import t from 'tap';
 import { connect } from 'node:net';
 import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import { kernelRelease, prepareImages, runGuest, startGuest, type Marker } from '../../vm-images/qemu.js';
 
 const seconds = (ms: number) => (ms / 1000).toFixed(1) + ' s';
@@ -16,16 +17,21 @@ t.before(async () => {
 t.test('a guest booted on 6.1 kexecs into 6.12 and its init runs again there', async (t) => {
   // HANDOFF_BOOT comes from handoff.boot= on the command line: 1 on the cold boot,
   // handoff-kexec passes 2 to the next kernel, so the script knows which side it is on.
+  // memmap=64M!512M reserves RAM as legacy pmem on both kernels (handoff-kexec keeps the
+  // command line): what the old kernel writes to /dev/pmem0 must be there after the kexec.
+  const token = `kept-${randomBytes(8).toString('hex')}`;
   const script = `
 echo "@@handoff uname release=$(uname -r) boot=$HANDOFF_BOOT"
 if [ "$HANDOFF_BOOT" = 1 ]; then
+  echo ${token} | dd of=/dev/pmem0 conv=fsync 2>/dev/null
   handoff-kexec 6.12 handoff.test=kexec
   echo "@@handoff kexec-failed rc=$?"
 else
   echo "@@handoff cmdline $(cat /proc/cmdline)"
+  echo "@@handoff pmem $(head -c ${token.length} /dev/pmem0)"
 fi
 `;
-  const result = await runGuest({ kernel: '6.1', script, memoryMiB: 1024, timeoutMs: 240_000 });
+  const result = await runGuest({ kernel: '6.1', script, append: 'memmap=64M!512M', memoryMiB: 1024, timeoutMs: 240_000 });
   const find = (name: string, boot?: string) => result.markers.find((m) => m.name === name && (boot === undefined || m.fields.boot === boot));
   t.equal(result.timedOut, false, 'QEMU ended before the timeout');
   t.equal(result.exitCode, 0, 'QEMU exited cleanly (guest powered off)');
@@ -34,6 +40,7 @@ fi
   t.equal(find('uname', '2')?.fields.release, kernelRelease('6.12'), 'after the kexec the guest runs 6.12');
   t.match(find('cmdline')?.text ?? '', /handoff\.boot=2 .*handoff\.test=kexec/, 'the new kernel got the extra arguments');
   t.equal(result.markers.filter((m) => m.name === 'module-failed').length, 0, 'every module loaded on both kernels');
+  t.equal(find('pmem')?.text, token, 'what 6.1 wrote to /dev/pmem0 is there on 6.12');
   t.equal(find('script-exit')?.fields.rc, '0', 'the script on 6.12 finished');
 
   const booted1 = find('booted', '1') as Marker;
