@@ -1,0 +1,165 @@
+// Writer and reader together: values keep their types, payloads land page-aligned and are
+// handed back as references, the temp-file protocol holds, unsafe files are refused.
+import t from 'tap';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, statSync, closeSync, readSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ImageWriter, openImage, readPayload, streamPayload, copyPayload, checkKernel, FileBytes, type HeaderFields, type ThreadRecord, type MemoryAreaRecord, type PagesRecord, type FileRecord, type ImageRecordV1 } from '../../src/format/index.js';
+import { ImageError } from '../../src/errors.js';
+import { GOLDEN_HEADER, fullRecords } from '../../scripts/gen-golden.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'handoff-rw-'));
+
+function code(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ImageError) return err.code;
+    throw err;
+  }
+  return undefined;
+}
+
+function write(name: string, records: ImageRecordV1[], header: HeaderFields = GOLDEN_HEADER): string {
+  const path = join(dir, name);
+  const w = ImageWriter.create(path, header);
+  for (const r of records) w.record(r);
+  w.finish();
+  return path;
+}
+
+t.test('records read back with their types: bigint registers, number addresses, byte strings', async (t) => {
+  const img = openImage(write('types.himg', fullRecords()));
+  const thread = img.records.find((r): r is ThreadRecord => r.kind === 'thread')!;
+  t.equal(thread.regs.rip, 0x55555555a123n);
+  t.equal(thread.regs.orig_rax, 0xffffffffffffffffn);
+  t.equal(typeof thread.regs.cs, 'bigint', 'small u64 values are bigint too');
+  t.equal(thread.xsave.xfeatures, 0x2e7n);
+  t.ok(Buffer.isBuffer(thread.xsave.data));
+  t.equal(typeof thread.clearTid, 'number');
+  const vsyscall = img.records.find((r): r is MemoryAreaRecord => r.kind === 'memory-area' && r.type === 'vsyscall')!;
+  t.equal(vsyscall.start, 0xffffffffff600000, 'the vsyscall address survives as an exact number');
+  const pages = img.records.filter((r): r is PagesRecord => r.kind === 'pages');
+  for (const p of pages) {
+    t.ok(p.data instanceof FileBytes, 'page data is a reference');
+    t.equal((p.data as FileBytes).offset % 4096, 0, 'page-aligned');
+    t.equal('pad' in p, false, 'the pad key is not handed out');
+  }
+  const original = fullRecords().filter((r): r is PagesRecord => r.kind === 'pages');
+  t.ok(readPayload(img, pages[0]!.data as FileBytes).equals(original[0]!.data as Buffer), 'payload bytes match');
+  const memfd = img.records.find((r): r is FileRecord => r.kind === 'file' && r.type === 'memfd')!;
+  t.ok(memfd.contents instanceof FileBytes);
+  img.close();
+});
+
+t.test('a payload written in chunks is streamed back identically without holding it whole', async (t) => {
+  const path = join(dir, 'chunks.himg');
+  const w = ImageWriter.create(path, GOLDEN_HEADER);
+  const count = 1027;
+  const addr = 0x7f0000000000;
+  w.record({ kind: 'process', pid: 7, ppid: 1, pgid: 7, sid: 7, comm: 'c', state: 'alive', exe: '/x', cwd: '/', root: '/', umask: 18, personality: 0, cmdline: [], rlimits: [], mm: fullRecords().find((r) => r.kind === 'process')!.mm } as ImageRecordV1);
+  w.record({ kind: 'memory-area', pid: 7, start: addr, end: addr + count * 4096, prot: { read: true, write: true, exec: false }, shared: false, type: 'anonymous', vmFlags: [] });
+  const total = count * 4096;
+  const offset = w.beginPayload({ kind: 'pages', pid: 7, addr, count }, total);
+  t.equal(offset % 4096, 0);
+  t.equal(code(() => w.record({ kind: 'clocks', monotonic: { sec: 0, nsec: 0 }, boottime: { sec: 0, nsec: 0 }, realtime: { sec: 0, nsec: 0 } })), 'E_IMAGE_IO', 'no record while a payload is open');
+  let written = 0;
+  let seed = 1;
+  while (written < total) {
+    const n = Math.min(1 << 20, total - written) - (written === 0 ? 1 : 0); // an odd first chunk
+    const chunk = Buffer.alloc(n, seed++ & 0xff);
+    w.writePayload(chunk);
+    written += n;
+  }
+  t.equal(code(() => w.writePayload(Buffer.alloc(1))), 'E_IMAGE_IO', 'no more than declared');
+  w.finish();
+  const img = openImage(path);
+  const pages = img.records.find((r): r is PagesRecord => r.kind === 'pages')!;
+  t.equal((pages.data as FileBytes).offset, offset, 'the reader finds the payload where the writer said');
+  let seen = 0;
+  let firstByte = -1;
+  streamPayload(img, pages.data as FileBytes, (chunk, at) => {
+    if (at === 0) firstByte = chunk[0]!;
+    seen += chunk.length;
+  }, 1 << 20);
+  t.equal(seen, total);
+  t.equal(firstByte, 1);
+  const dest = join(dir, 'dest.bin');
+  const fd = openSync(dest, 'w+');
+  copyPayload(img, pages.data as FileBytes, fd, 4096);
+  const probe = Buffer.alloc(1);
+  readSync(fd, probe, 0, 1, 4096 + (1 << 20));
+  closeSync(fd);
+  t.equal(probe[0], 2, 'second chunk landed at its offset');
+  t.equal(statSync(dest).size, 4096 + total);
+  img.close();
+});
+
+t.test('the image appears under its name only when finished; abort leaves nothing', async (t) => {
+  const sub = join(dir, 'atomic');
+  mkdirSync(sub, { mode: 0o700 });
+  const path = join(sub, 'a.himg');
+  const w = ImageWriter.create(path, GOLDEN_HEADER);
+  w.record(fullRecords().find((r) => r.kind === 'clocks')!);
+  t.equal(existsSync(path), false, 'not visible before finish');
+  t.equal(statSync(w.tempPath).mode & 0o777, 0o600, 'temp file is 0600');
+  w.finish();
+  t.equal(statSync(path).mode & 0o777, 0o600, 'image is 0600');
+  t.same(readdirSync(sub), ['a.himg'], 'no temp file left');
+  const w2 = ImageWriter.create(join(sub, 'b.himg'), GOLDEN_HEADER);
+  w2.record(fullRecords().find((r) => r.kind === 'clocks')!);
+  w2.abort();
+  t.same(readdirSync(sub), ['a.himg'], 'abort removed the temp file');
+  t.equal(code(() => w2.finish()), 'E_IMAGE_IO', 'an aborted writer cannot finish');
+});
+
+t.test('images or directories writable by others are refused as unsafe', async (t) => {
+  const sub = join(dir, 'perm');
+  mkdirSync(sub, { mode: 0o700 });
+  const path = write('perm/p.himg', []);
+  t.equal(code(() => openImage(path).close()), undefined);
+  chmodSync(path, 0o620);
+  t.equal(code(() => openImage(path)), 'E_IMAGE_UNSAFE', 'group-writable file');
+  chmodSync(path, 0o600);
+  chownSync(path, 65534, 65534);
+  t.equal(code(() => openImage(path)), 'E_IMAGE_UNSAFE', 'file owned by nobody');
+  chownSync(path, 0, 0);
+  chmodSync(sub, 0o777);
+  t.equal(code(() => openImage(path)), 'E_IMAGE_UNSAFE', 'world-writable directory');
+  chmodSync(sub, 0o1777);
+  t.equal(code(() => openImage(path).close()), undefined, 'a sticky directory like /tmp is fine');
+  chmodSync(sub, 0o700);
+  t.equal(code(() => openImage(path, { checkOwnership: false }).close()), undefined);
+});
+
+t.test('references between records are checked', async (t) => {
+  const base = fullRecords();
+  const danglingFd = [...base, { kind: 'fd', pid: 4242, fd: 99, object: 12345, cloexec: false } as ImageRecordV1];
+  t.equal(code(() => openImage(write('dangling.himg', danglingFd))), 'E_IMAGE_INCONSISTENT');
+  const orphanThread = base.map((r) => (r.kind === 'thread' ? { ...r, pid: 99999 } : r));
+  t.equal(code(() => openImage(write('orphan.himg', orphanThread))), 'E_IMAGE_INCONSISTENT');
+  const outside = [...base, { kind: 'pages', pid: 4243, addr: 0x7f0000001000, count: 1, data: Buffer.alloc(4096) } as ImageRecordV1];
+  t.equal(code(() => openImage(write('outside.himg', outside))), 'E_IMAGE_INCONSISTENT');
+  const dupId = [...base, { kind: 'eventfd', id: 1, count: 0n, semaphore: false, flags: 0 } as ImageRecordV1];
+  t.equal(code(() => openImage(write('dup.himg', dupId))), 'E_IMAGE_INCONSISTENT');
+  const pipeEndToFile = base.map((r) => (r.kind === 'pipe-end' ? { ...r, pipe: 1 } : r));
+  t.equal(code(() => openImage(write('pipeend.himg', pipeEndToFile))), 'E_IMAGE_INCONSISTENT');
+});
+
+t.test('the minimum kernel is checked only when the restorer asks', async (t) => {
+  const img = openImage(write('kernel.himg', [], { ...GOLDEN_HEADER, minKernel: '5.10', features: [{ name: 'vvar-vclock', minKernel: '6.13' }] }));
+  t.equal(code(() => checkKernel(img.header, '5.4.0-1-amd64')), 'E_IMAGE_KERNEL', 'older than the format minimum');
+  t.equal(code(() => checkKernel(img.header, '6.12.9')), 'E_IMAGE_KERNEL', 'a feature needs 6.13');
+  t.equal(code(() => checkKernel(img.header, '6.13.0')), undefined);
+  t.equal(code(() => checkKernel(img.header, '7.0.1-custom')), undefined);
+  t.equal(code(() => checkKernel(img.header, 'weird')), 'E_IMAGE_KERNEL');
+  img.close();
+});
+
+t.test('unknown keys are ignored and unknown optional records skipped', async (t) => {
+  const img = openImage(join(import.meta.dirname, '..', 'golden', 'v1', 'extension.himg'));
+  t.same(img.skipped.map((s) => s.kind), ['future-record']);
+  t.equal(img.records.length, 2);
+  img.close();
+  t.ok(readFileSync(join(import.meta.dirname, '..', 'golden', 'v1', 'extension.himg')).includes(Buffer.from('futureKey')));
+});
