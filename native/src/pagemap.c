@@ -129,14 +129,14 @@ static int scan_runs(int fd, uint64_t start, uint64_t stop, int mode, int skip_z
  * Writes (address, page count) u64 pairs into `out` (room for `cap` pairs) and returns
  * how many. When `out` fills up, returns -ENOSPC with every written run complete and
  * the address to continue from stored in the u64 at `next`. */
-HND_EXPORT int hnd_pagemap_runs(int fd, int64_t start, int64_t end, int mode_flags, uint8_t *out, int cap, uint8_t *next) {
+static int runs_one(int fd, uint64_t start, uint64_t end, int mode_flags, uint8_t *out, int cap, uint8_t *next) {
   uint64_t entries[CHUNK_ENTRIES]; /* 64 KiB of stack: no shared state between callers */
   const uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE);
   const int mode = mode_flags & MODE_MASK;
-  if (mode > MODE_SHARED || start < 0 || end < start || cap < 0) return -EINVAL;
+  if (mode > MODE_SHARED || end < start || cap < 0) return -EINVAL;
   const uint64_t reject = mode == MODE_FILE_PRIVATE ? PM_FILE : 0;
   if (!(mode_flags & FLAG_FORCE_READ) && !scan_unsupported && end > start) {
-    int r = scan_runs(fd, (uint64_t)start & ~(ps - 1), (uint64_t)end, mode, (mode_flags & FLAG_SKIP_ZERO_PAGE) != 0, out, cap, next, ps);
+    int r = scan_runs(fd, start & ~(ps - 1), end, mode, (mode_flags & FLAG_SKIP_ZERO_PAGE) != 0, out, cap, next, ps);
     if (r >= 0 || r == -ENOSPC) return r;
     /* ENOTTY: kernel without the ioctl. Anything else (EFAULT for [vsyscall], beyond the
      * user address range): let the pread path answer this call. */
@@ -144,8 +144,8 @@ HND_EXPORT int hnd_pagemap_runs(int fd, int64_t start, int64_t end, int mode_fla
   }
 
   const uint64_t zero = (mode_flags & FLAG_SKIP_ZERO_PAGE) ? zero_pfn() : 0;
-  uint64_t addr = (uint64_t)start & ~(ps - 1);
-  const uint64_t stop = (uint64_t)end;
+  uint64_t addr = start & ~(ps - 1);
+  const uint64_t stop = end;
   uint64_t run_start = 0, run_pages = 0;
   int n = 0;
 
@@ -190,6 +190,48 @@ HND_EXPORT int hnd_pagemap_runs(int fd, int64_t start, int64_t end, int mode_fla
     uint64_t pair[2] = {run_start, run_pages};
     memcpy(out + (size_t)n * 16, pair, 16);
     n++;
+  }
+  return n;
+}
+
+HND_EXPORT int hnd_pagemap_runs(int fd, int64_t start, int64_t end, int mode_flags, uint8_t *out, int cap, uint8_t *next) {
+  return runs_one(fd, (uint64_t)start, (uint64_t)end, mode_flags, out, cap, next);
+}
+
+/* Many areas in one call (an ffi call costs more than scanning a small area). `areas`
+ * holds u64 triples (start, end, mode_flags). Output: u64 triples (area index, address,
+ * pages). `state` is u64[2] (area index, address) to start from, zero for the beginning;
+ * on -ENOSPC it holds where to continue, and the return value's count is `cap`. */
+HND_EXPORT int hnd_pagemap_runs_many(int fd, const uint8_t *areas, int count, uint8_t *out, int cap, uint8_t *state) {
+  uint64_t pos[2];
+  memcpy(pos, state, 16);
+  uint64_t pairs[2 * 256];
+  int n = 0;
+  for (uint64_t i = pos[0]; i < (uint64_t)count; i++) {
+    uint64_t area[3];
+    memcpy(area, areas + i * 24, 24);
+    uint64_t from = (i == pos[0] && pos[1] > area[0]) ? pos[1] : area[0];
+    while (from < area[1]) {
+      /* Scan into a small local pair buffer, then widen to triples. */
+      int room = cap - n < 256 ? cap - n : 256;
+      uint64_t next = 0;
+      int r = room > 0 ? runs_one(fd, from, area[1], (int)area[2], (uint8_t *)pairs, room, (uint8_t *)&next) : -ENOSPC;
+      if (room == 0) next = from;
+      if (r < 0 && r != -ENOSPC) return r;
+      int got = r < 0 ? room : r;
+      for (int k = 0; k < got; k++) {
+        uint64_t triple[3] = {i, pairs[2 * k], pairs[2 * k + 1]};
+        memcpy(out + (size_t)n * 24, triple, 24);
+        n++;
+      }
+      if (r >= 0) break;
+      if (n == cap) {
+        uint64_t resume[2] = {i, next};
+        memcpy(state, resume, 16);
+        return -ENOSPC;
+      }
+      from = next;
+    }
   }
   return n;
 }

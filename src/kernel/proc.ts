@@ -1,7 +1,7 @@
 // Parsers for /proc/PID/* used by the dump engine. Each reads its file once (readFileSync)
 // and scans it with indexOf/charCode loops: no backtracking regexes, since these run while
 // the targets are frozen. A process that vanished is a ProcessError E_NO_PROCESS.
-import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { ProcessError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------
@@ -25,10 +25,35 @@ function base(pid: number, tid?: number): string {
   return tid === undefined ? `/proc/${pid}` : `/proc/${pid}/task/${tid}`;
 }
 
+// One reusable buffer: /proc files report size 0, and readFileSync's grow-and-concat
+// costs more than the parse. Strings are copied out of it, so reuse is safe (all sync).
+let scratch = Buffer.allocUnsafe(1 << 16);
+
+/** Whole /proc file as latin1 text (bytes 1:1; see utf8() for names). */
+export function readProcText(path: string): string {
+  const fd = openSync(path, 'r');
+  try {
+    let n = 0;
+    for (;;) {
+      if (n === scratch.length) {
+        const bigger = Buffer.allocUnsafe(scratch.length * 2);
+        scratch.copy(bigger, 0, 0, n);
+        scratch = bigger;
+      }
+      const r = readSync(fd, scratch, n, scratch.length - n, null);
+      if (r === 0) break;
+      n += r;
+    }
+    return scratch.toString('latin1', 0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function readText(pid: number, file: string, tid?: number): string {
   const path = `${base(pid, tid)}/${file}`;
   try {
-    return readFileSync(path, 'latin1');
+    return readProcText(path);
   } catch (err) {
     return procError(err, pid, path, tid);
   }
@@ -97,7 +122,7 @@ export function children(pid: number): number[] {
   for (const tid of listTasks(pid)) {
     let text: string;
     try {
-      text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1');
+      text = readProcText(`/proc/${pid}/task/${tid}/children`);
     } catch (err) {
       if (isGone(err) && existsSync(`/proc/${pid}/task/${tid}`) && !existsSync(`/proc/${pid}/task/${tid}/children`)) return childrenByScan(pid);
       if (isGone(err) && existsSync(`/proc/${pid}`)) continue; // that thread exited meanwhile

@@ -101,6 +101,19 @@ t.test('both scanning paths agree on every area of a real process, [vsyscall] in
   }
 });
 
+t.test('runsMany scans every area in one call and matches per-area scans', async (t) => {
+  const { readMaps } = await import('../../src/kernel/proc.js');
+  const map = new Pagemap(pid);
+  t.teardown(() => map.close());
+  const areas = readMaps(pid).map((a) => ({ start: a.start, end: a.end, mode: a.shared ? ('shared' as const) : a.path ? ('file-private' as const) : ('anonymous-private' as const) }));
+  t.ok(areas.some((a) => a.start === at.many), 'includes the area with 5000 runs (more than one call returns)');
+  for (const forceRead of [false, true]) {
+    const many = map.runsMany(areas, { forceRead });
+    t.equal(many.length, areas.length);
+    t.same(many, areas.map((a) => map.runs(a.start, a.end, a.mode, { forceRead })), forceRead ? 'pread path' : 'scan path');
+  }
+});
+
 t.test('a process that is gone is reported as E_NO_PROCESS', async (t) => {
   const gone = spawn('/bin/true');
   await once(gone, 'exit');
