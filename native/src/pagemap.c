@@ -235,3 +235,38 @@ HND_EXPORT int hnd_pagemap_runs_many(int fd, const uint8_t *areas, int count, ui
   }
   return n;
 }
+
+/* Data extents of a shmem-backed object (shared anonymous memory, memfd, tmpfs, SysV shm)
+ * opened as `fd` (e.g. through /proc/PID/map_files/A-B): every page it holds, in memory or
+ * swapped, whichever process touched it. pagemap only shows pages mapped in one process.
+ * Writes (file offset, pages) u64 pairs for [offset, offset + length); same -ENOSPC/next
+ * protocol as hnd_pagemap_runs, with `next` a file offset. */
+HND_EXPORT int hnd_seek_data_runs(int fd, int64_t offset, int64_t length, uint8_t *out, int cap, uint8_t *next) {
+  const int64_t ps = sysconf(_SC_PAGESIZE);
+  const int64_t end = offset + length;
+  int64_t pos = offset;
+  int n = 0;
+  while (pos < end) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break; /* no data after pos */
+      return -errno;
+    }
+    if (data >= end) break;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) return -errno;
+    if (hole > end) hole = end;
+    data -= data % ps;
+    hole = (hole + ps - 1) / ps * ps;
+    if (n == cap) {
+      uint64_t resume = (uint64_t)data;
+      memcpy(next, &resume, 8);
+      return -ENOSPC;
+    }
+    uint64_t pair[2] = {(uint64_t)data, (uint64_t)((hole - data) / ps)};
+    memcpy(out + (size_t)n * 16, pair, 16);
+    n++;
+    pos = hole;
+  }
+  return n;
+}

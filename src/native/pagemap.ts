@@ -1,6 +1,7 @@
 // Which pages of an area a dump must store, from /proc/PID/pagemap scanned in C
 // (native/src/pagemap.c): one ffi call per area, runs of consecutive pages back. Uses the
 // PAGEMAP_SCAN ioctl where the kernel has it (6.7+), pread of the entries otherwise.
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { ProcessError, SyscallError } from '../errors.js';
 import { bind, T } from './lib.js';
 
@@ -8,6 +9,7 @@ const openRaw = bind('hnd_pagemap_open', T.i32, [T.i32]);
 const runsRaw = bind('hnd_pagemap_runs', T.i32, [T.i32, T.i64, T.i64, T.i32, T.u8array, T.i32, T.u8array]);
 const runsManyRaw = bind('hnd_pagemap_runs_many', T.i32, [T.i32, T.u8array, T.i32, T.u8array, T.i32, T.u8array]);
 const closeRaw = bind('hnd_close', T.i32, [T.i32]);
+const seekDataRaw = bind('hnd_seek_data_runs', T.i32, [T.i32, T.i64, T.i64, T.u8array, T.i32, T.u8array]);
 const zeroPfnRaw = bind('hnd_pagemap_zero_pfn', T.i64, []);
 
 /**
@@ -127,4 +129,43 @@ export function presentRuns(pid: number, start: number, end: number, mode: Pagem
 /** Pfn of the shared zero page as seen here (0 when pfns are hidden, i.e. without CAP_SYS_ADMIN). */
 export function zeroPagePfn(): number {
   return zeroPfnRaw();
+}
+
+/**
+ * Pages a shmem-backed shared area holds (shared anonymous memory, memfd, tmpfs and /dev/shm
+ * files, SysV shm), whichever process touched them, resident or swapped: SEEK_DATA/SEEK_HOLE
+ * on the object opened through /proc/PID/map_files (needs CAP_SYS_ADMIN or
+ * CAP_CHECKPOINT_RESTORE). Use this rather than the 'shared' pagemap mode when the object
+ * is dumped once for all its sharers. Addresses are those of `area` in process `pid`.
+ */
+export function sharedDataRuns(pid: number, area: { start: number; end: number; offset: number }): PageRun[] {
+  const path = `/proc/${pid}/map_files/${area.start.toString(16)}-${area.end.toString(16)}`;
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && !existsSync(`/proc/${pid}`)) throw new ProcessError('E_NO_PROCESS', `process ${pid} no longer exists`, { pid }, err);
+    throw new ProcessError('E_DUMP', `cannot open ${path}: ${code}`, { pid, path }, err);
+  }
+  const out = Buffer.alloc(RUNS_PER_CALL * 16);
+  const next = Buffer.alloc(8);
+  const result: PageRun[] = [];
+  try {
+    let from = area.offset;
+    const end = area.offset + (area.end - area.start);
+    for (;;) {
+      const r = seekDataRaw(fd, from, end - from, out, RUNS_PER_CALL, next);
+      if (r < 0 && r !== -ENOSPC) throw new SyscallError('lseek SEEK_DATA', -r, { pid, path });
+      const count = r < 0 ? RUNS_PER_CALL : r;
+      for (let i = 0; i < count; i++) {
+        const fileOffset = Number(out.readBigUInt64LE(i * 16));
+        result.push({ addr: area.start + (fileOffset - area.offset), pages: Number(out.readBigUInt64LE(i * 16 + 8)) });
+      }
+      if (r >= 0) return result;
+      from = Number(next.readBigUInt64LE(0));
+    }
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -3,7 +3,7 @@ import t from 'tap';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { Pagemap, presentRuns, zeroPagePfn } from '../../src/native/pagemap.js';
+import { Pagemap, presentRuns, sharedDataRuns, zeroPagePfn } from '../../src/native/pagemap.js';
 import { ProcessError } from '../../src/errors.js';
 
 const PAGE = 4096;
@@ -28,11 +28,26 @@ for i in (5, 6, 10): filemap[i * P] = 0x79                 # written: private co
 shared = mmap.mmap(-1, 16 * P, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
 for i in (3, 4, 9): shared[i * P] = 1
 
+# shared with a child: the child touches pages 2 and 7 and exits, then we touch page 3
+fork_shared = mmap.mmap(-1, 16 * P, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+child = os.fork()
+if child == 0:
+    fork_shared[2 * P] = 1; fork_shared[7 * P] = 1
+    os._exit(0)
+os.waitpid(child, 0)
+fork_shared[3 * P] = 1
+
+# a memfd mapped from file offset 4 pages: pages 5 and 6 of the file written through the fd
+mfd = os.memfd_create("handoff-test")
+os.ftruncate(mfd, 16 * P)
+os.pwrite(mfd, b'z' * (2 * P), 5 * P)
+memfd_map = mmap.mmap(mfd, 8 * P, flags=mmap.MAP_SHARED, offset=4 * P)
+
 many = mmap.mmap(-1, 10000 * P, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 many.madvise(mmap.MADV_NOHUGEPAGE)
 for i in range(0, 10000, 2): many[i * P] = 1               # 5000 separate runs
 
-print(json.dumps({"anon": addr(anon), "file": addr(filemap), "shared": addr(shared), "many": addr(many)}), flush=True)
+print(json.dumps({"anon": addr(anon), "file": addr(filemap), "shared": addr(shared), "many": addr(many), "forkShared": addr(fork_shared), "memfd": addr(memfd_map)}), flush=True)
 sys.stdin.read()
 `;
 
@@ -112,6 +127,19 @@ t.test('runsMany scans every area in one call and matches per-area scans', async
     t.equal(many.length, areas.length);
     t.same(many, areas.map((a) => map.runs(a.start, a.end, a.mode, { forceRead })), forceRead ? 'pread path' : 'scan path');
   }
+});
+
+t.test('shmem data runs include pages only another sharer touched; pagemap does not', async (t) => {
+  const area = { start: at.forkShared!, end: at.forkShared! + 16 * PAGE, offset: 0 };
+  t.same(presentRuns(pid, area.start, area.end, 'shared'), pages([[3, 1]], area.start), 'pagemap: only what this process mapped');
+  t.same(sharedDataRuns(pid, area), pages([[2, 2], [7, 1]], area.start), 'the object: pages 2, 3 and 7');
+});
+
+t.test('shmem data runs honour the mapping offset of a memfd', async (t) => {
+  // File pages 5-6 written through the fd; the mapping starts at file page 4.
+  const area = { start: at.memfd!, end: at.memfd! + 8 * PAGE, offset: 4 * PAGE };
+  t.same(sharedDataRuns(pid, area), pages([[1, 2]], area.start));
+  t.same(presentRuns(pid, area.start, area.end, 'shared'), [], 'never faulted in here');
 });
 
 t.test('a process that is gone is reported as E_NO_PROCESS', async (t) => {
