@@ -1,11 +1,13 @@
-/* reaper: not a target but a harness helper. `reaper STATUS_FILE CMD ARGS...` becomes a child
+/* reaper: not a target but a harness helper. `reaper [--setsid] STATUS_FILE CMD ARGS...` becomes a child
  * subreaper, runs CMD, and reaps every process that ends up its child: CMD itself and
  * everything orphaned below it (a restored tree detached by `handoff restore --detach`). Each
  * death is appended to STATUS_FILE as "<pid> exit <code>" or "<pid> signal <sig>", CMD's as
- * "command <pid> exit <code>". It exits when it has no children left.
+ * "command <pid> exit <code>". It exits when it has no children left. --setsid starts CMD in a
+ * new session.
  * Without it, orphans go to pid 1, which in some containers never reaps: their pids would stay
  * taken and their exit statuses unknown. */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,8 +17,13 @@
 
 int main(int argc, char **argv)
 {
+    bool new_session = argc > 1 && strcmp(argv[1], "--setsid") == 0;
+    if (new_session) {
+        argv++;
+        argc--;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: reaper STATUS_FILE CMD [ARGS...]\n");
+        fprintf(stderr, "usage: reaper [--setsid] STATUS_FILE CMD [ARGS...]\n");
         return 2;
     }
     int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -30,6 +37,10 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cmd == 0) {
+        if (new_session && setsid() < 0) {
+            perror("setsid");
+            _exit(127);
+        }
         execvp(argv[2], argv + 2);
         perror(argv[2]);
         _exit(127);
