@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -281,3 +282,26 @@ HND_EXPORT int hnd_probe_process_vm_readv(void) {
 }
 
 HND_EXPORT int hnd_page_size(void) { return (int)sysconf(_SC_PAGESIZE); }
+
+/* PAGEMAP_SCAN ioctl (6.7+) on our own pagemap, over one page of our stack. */
+HND_EXPORT int hnd_probe_pagemap_scan(void) {
+  struct {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+  } arg;
+  uint64_t region[3];
+  long ps = sysconf(_SC_PAGESIZE);
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  memset(&arg, 0, sizeof arg);
+  arg.size = sizeof arg;
+  arg.start = (uint64_t)(uintptr_t)&arg & ~(uint64_t)(ps - 1);
+  arg.end = arg.start + (uint64_t)ps;
+  arg.vec = (uint64_t)(uintptr_t)region;
+  arg.vec_len = 1;
+  arg.category_anyof_mask = 1 << 3; /* PAGE_IS_PRESENT */
+  long r = ioctl(fd, _IOWR('f', 16, arg), &arg);
+  int result = r < 0 ? -errno : (int)r;
+  close(fd);
+  return result;
+}

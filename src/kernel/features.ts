@@ -129,6 +129,11 @@ function runProbes(): KernelFacts {
   errnoFeature('kcmp', probe.probeKcmp(), 'kcmp(KCMP_VM) works', '3.5', ['dump']);
   errnoFeature('process-vm-readv', probe.probeProcessVmReadv(), "read a child's memory", '3.2', ['dump']);
   add('map-files', ...probeMapFiles(), '3.3', ['dump']);
+  add('proc-timers', existsSync('/proc/self/timers'), existsSync('/proc/self/timers') ? '/proc/PID/timers lists POSIX timers' : 'no /proc/PID/timers (CONFIG_CHECKPOINT_RESTORE off): POSIX timers cannot be dumped', '3.10', []);
+  {
+    const r = probe.probePagemapScan();
+    add('pagemap-scan', r >= 0, r >= 0 ? 'PAGEMAP_SCAN ioctl: sparse areas scanned by range' : `${errText(r)} (pages found by reading every pagemap entry: slower on sparse areas)`, '6.7', []);
+  }
   add('clone3-set-tid', ...probeSetTid(), '5.5', ['restore']);
   {
     const r = probe.probePrctlMmMap();

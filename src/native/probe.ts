@@ -20,3 +20,5 @@ export const probeKcmp = bind('hnd_probe_kcmp', T.i32, []);
 export const probePrctlMmMap = bind('hnd_probe_prctl_mm_map', T.i32, []);
 export const probeProcessVmReadv = bind('hnd_probe_process_vm_readv', T.i32, []);
 export const pageSize = bind('hnd_page_size', T.i32, []);
+/** Regions found (1: our stack page is present) or -errno; -ENOTTY before 6.7. */
+export const probePagemapScan = bind('hnd_probe_pagemap_scan', T.i32, []);

@@ -52,6 +52,8 @@ t.test('process features match what the kernel version and capabilities allow', 
   t.equal(get('tcp-repair').available, has('CAP_NET_ADMIN'));
   t.equal(get('tcp-repair-window').available, has('CAP_NET_ADMIN') && atLeast(facts.version, '4.8'));
   t.equal(get('map-files').available, existsSync('/proc/self/map_files'));
+  t.equal(get('proc-timers').available, existsSync('/proc/self/timers'));
+  t.equal(get('pagemap-scan').available, atLeast(facts.version, '6.7'));
   let kcmpWorks: boolean;
   try {
     kcmpWorks = sameOpenFile(process.pid, 1, process.pid, 1);
