@@ -95,6 +95,30 @@ t.test('a payload written in chunks is streamed back identically without holding
   img.close();
 });
 
+t.test('overlapping async payload writes give the same bytes as synchronous ones', async (t) => {
+  const chunks = Array.from({ length: 6 }, (_, i) => Buffer.alloc(256 * 1024, i + 1));
+  const total = chunks.length * chunks[0]!.length;
+  const mm = fullRecords().find((r) => r.kind === 'process')!.mm;
+  const make = async (name: string, async: boolean) => {
+    const path = join(dir, name);
+    const w = ImageWriter.create(path, GOLDEN_HEADER);
+    w.record({ kind: 'process', pid: 7, ppid: 1, pgid: 7, sid: 7, comm: 'c', state: 'alive', exe: '/x', cwd: '/', root: '/', umask: 18, personality: 0, cmdline: [], rlimits: [], mm } as ImageRecordV1);
+    w.record({ kind: 'memory-area', pid: 7, start: 0x10000, end: 0x10000 + total, prot: { read: true, write: true, exec: false }, shared: false, type: 'anonymous', vmFlags: [] });
+    w.beginPayload({ kind: 'pages', pid: 7, addr: 0x10000, count: total / 4096 }, total);
+    if (async) {
+      const inFlight = chunks.map((c) => w.writePayloadAsync(c));
+      t.equal(code(() => w.finish()), 'E_IMAGE_IO', 'finish refuses while writes are in flight');
+      await Promise.all(inFlight);
+    } else for (const c of chunks) w.writePayload(c);
+    w.finish();
+    return readFileSync(path);
+  };
+  const a = await make('async.himg', true);
+  const b = await make('sync.himg', false);
+  t.ok(a.equals(b), 'identical files');
+  openImage(join(dir, 'async.himg')).close();
+});
+
 t.test('the image appears under its name only when finished; abort leaves nothing', async (t) => {
   const sub = join(dir, 'atomic');
   mkdirSync(sub, { mode: 0o700 });
