@@ -95,7 +95,7 @@ export class ImageWriter {
       this.writePayload(payload);
       return;
     }
-    this.put(encodeRecord(rec));
+    this.put(encodeRecord(kindFirst(rec)));
     this.records++;
   }
 
@@ -107,7 +107,7 @@ export class ImageWriter {
     this.checkOpen();
     const field = PAYLOAD_FIELDS[meta.kind];
     if (field === undefined) throw new ImageError('E_IMAGE_SCHEMA', `record kind ${meta.kind} has no payload field`);
-    const entries = Object.entries(meta).filter(([k, v]) => v !== undefined && k !== field && k !== 'pad');
+    const entries = Object.entries(kindFirst(meta)).filter(([k, v]) => v !== undefined && k !== field && k !== 'pad');
     const parts: Buffer[] = [cborHead(5, entries.length + 2)];
     for (const [k, v] of entries) parts.push(encodeRecord(k as unknown as object), encodeRecord(v as object));
     parts.push(encodeRecord('pad' as unknown as object));
@@ -250,6 +250,12 @@ export class ImageWriter {
     }
     this.pos += chunk.length;
   }
+}
+
+/** The same record with `kind` as its first key, whatever order the caller built it in. */
+function kindFirst<T extends { kind: string }>(rec: T): T {
+  const { kind, ...rest } = rec;
+  return { kind, ...rest } as unknown as T;
 }
 
 function mod(a: number, m: number): number {
