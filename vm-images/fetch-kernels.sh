@@ -163,7 +163,7 @@ JS
     echo "$name" >> "$out/modules/load-order.names"
   done < "$out/modules/load-order"
   mv "$out/modules/load-order.names" "$out/modules/load-order"
-  grep -hoE '[^/]+\.ko' "$moddir/modules.builtin" | sed 's/\.ko$//' > "$out/modules/builtin" || true
+  grep -hoE '[^/]+\.ko' "$moddir/modules.builtin" 2>/dev/null | sed 's/\.ko$//' > "$out/modules/builtin" || true
   rm -rf "$debs"
   touch "$out/.complete"
   echo "fetch-kernels: $s = $release ($(du -sh "$out" | cut -f1))" >&2

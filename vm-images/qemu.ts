@@ -58,6 +58,12 @@ export interface GuestOptions {
   append?: string;
   memoryMiB?: number;
   cpus?: number;
+  /**
+   * QEMU -cpu model. Default max without 5-level paging: a guest kernel >= 6.12 that runs
+   * with LA57 on cannot kexec into 5.10 (5.10 dies before its first printk; 6.1 -> 5.10
+   * works). Most servers run 4-level paging; pass 'max' to test LA57 explicitly.
+   */
+  cpu?: string;
   hostForwards?: HostForward[];
   /** QEMU is killed after this long; default 5 minutes. */
   timeoutMs?: number;
@@ -175,7 +181,7 @@ export async function startGuest(options: GuestOptions): Promise<RunningGuest> {
   const append = ['console=ttyS0', 'panic=-1', 'quiet', ...tscArguments(), options.append ?? ''].join(' ').trim();
   const netdev = ['user', 'id=n0', 'restrict=on', ...forwards.map((f) => `hostfwd=tcp:127.0.0.1:${f.hostPort}-10.0.2.15:${f.guestPort}`)].join(',');
   const args = [
-    '-accel', 'tcg', '-cpu', 'max', '-smp', String(options.cpus ?? 1), '-m', String(options.memoryMiB ?? 1024),
+    '-accel', 'tcg', '-cpu', options.cpu ?? 'max,la57=off', '-smp', String(options.cpus ?? 1), '-m', String(options.memoryMiB ?? 1024),
     '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', kernelPath(options.kernel), '-initrd', initrd, '-append', append,
     '-netdev', netdev, '-device', 'virtio-net-pci,netdev=n0',
@@ -186,7 +192,15 @@ export async function startGuest(options: GuestOptions): Promise<RunningGuest> {
   if (media) args.push('-drive', `file=${media},if=virtio,format=raw,readonly=on`);
 
   const started = performance.now();
-  const qemu: ResultPromise = execa('qemu-system-x86_64', args, { reject: false, buffer: false, stdin: 'ignore', stderr: 'pipe', stdout: 'pipe' });
+  // setpriv --pdeathsig: QEMU gets SIGKILL when this process dies in any way (a tap timeout
+  // kills test files with SIGTERM, and no 'exit' handler runs then).
+  const qemu: ResultPromise = execa('setpriv', ['--pdeathsig', 'KILL', '--', 'qemu-system-x86_64', ...args], {
+    reject: false,
+    buffer: false,
+    stdin: 'ignore',
+    stderr: 'pipe',
+    stdout: 'pipe',
+  });
   const chunks: string[] = [];
   const markers: Marker[] = [];
   const waiters = new Set<{ name: string; match: (m: Marker) => boolean; resolve: (m: Marker) => void; reject: (e: Error) => void }>();

@@ -53,6 +53,25 @@ fi
     t.comment(`kexec -e to init of 6.12: ${seconds(booted2.atMs - kexecExec.atMs)} (guest uptime ${booted2.fields.uptime} s)`);
     t.comment(`whole run: ${seconds(result.durationMs)}`);
   }
+  if (!t.passing()) t.comment(result.log.split('\n').slice(-60).join('\n'));
+});
+
+t.test('a guest booted on 7.x kexecs down into 5.10, the oldest supported kernel', async (t) => {
+  const script = `
+echo "@@handoff uname release=$(uname -r) boot=$HANDOFF_BOOT"
+if [ "$HANDOFF_BOOT" = 1 ]; then handoff-kexec 5.10; echo "@@handoff kexec-failed rc=$?"; fi
+`;
+  const result = await runGuest({ kernel: '7', script, timeoutMs: 240_000 });
+  const find = (name: string, boot?: string) => result.markers.find((m) => m.name === name && (boot === undefined || m.fields.boot === boot));
+  t.equal(result.exitCode, 0, 'QEMU exited cleanly');
+  t.equal(find('kexec-failed'), undefined, 'kexec did not return');
+  t.equal(find('uname', '1')?.fields.release, kernelRelease('7'), 'first boot runs 7.x');
+  t.equal(find('uname', '2')?.fields.release, kernelRelease('5.10'), 'after the kexec the guest runs 5.10');
+  t.equal(result.markers.filter((m) => m.name === 'module-failed').length, 0, 'every module loaded on both kernels');
+  const exec = find('kexec-exec');
+  const booted2 = find('booted', '2');
+  if (exec && booted2) t.comment(`kexec -e to init of 5.10: ${seconds(booted2.atMs - exec.atMs)}, whole run ${seconds(result.durationMs)}`);
+  if (!t.passing()) t.comment(result.log.split('\n').slice(-60).join('\n'));
 });
 
 t.test('a TCP peer on the host talks to a server in the guest through the port forward', async (t) => {
@@ -94,6 +113,7 @@ srv.listen(7000, '0.0.0.0', () => console.log('@@handoff listening port=7000'));
     t.equal(result.exitCode, 0, 'QEMU exited cleanly');
     const booted = result.markers.find((m) => m.name === 'booted');
     t.comment(`boot to init ${seconds(booted?.atMs ?? NaN)}, whole run ${seconds(result.durationMs)}`);
+    if (!t.passing()) t.comment(result.log.split('\n').slice(-60).join('\n'));
   } finally {
     guest.kill();
   }
