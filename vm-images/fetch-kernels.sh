@@ -37,16 +37,17 @@ if [ ${#need_fetch[@]} -eq 0 ]; then
 fi
 
 # Reuse the Debian mirror host this machine already uses.
-mirror="$(grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-  | head -1 | tr -d ' ' || true)"
+mirror="$(grep -rhv '^[[:space:]]*#' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+  | grep -oE 'https?://[^ ]+/debian/?( |$)' | head -1 | tr -d ' ' || true)"
 mirror="${mirror%/}"
 [ -n "$mirror" ] || mirror="http://deb.debian.org/debian"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
 mkdir -p "$apt_dir"/{lists/partial,cache/archives/partial,parts} "$cache/debs"
 : > "$apt_dir/sources.list.new"
-for s in "${SERIES_ORDER[@]}"; do
-  echo "deb [signed-by=$keyring] $mirror ${SUITE[$s]} main" >> "$apt_dir/sources.list.new"
+# Always every suite of the matrix, so fetching one series does not invalidate the lists.
+for suite in "${SUITE[@]}"; do
+  echo "deb [signed-by=$keyring] $mirror $suite main" >> "$apt_dir/sources.list.new"
 done
 sort -u "$apt_dir/sources.list.new" > "$apt_dir/sources.list.sorted"
 rm "$apt_dir/sources.list.new"
@@ -124,7 +125,8 @@ for s in "${need_fetch[@]}"; do
   if [ -z "$moddir" ]; then
     # Packages ship no modules.dep (postinst makes it): depmod -b wants BASE/lib/modules.
     [ -d "$root/usr/lib/modules" ] && [ ! -e "$root/lib" ] && ln -s usr/lib "$root/lib"
-    depmod -b "$root" "$release"
+    # (Split 6.19+ packages lack modules.order/builtin: depmod's warnings about them are noise.)
+    depmod -b "$root" "$release" 2> >(grep -v 'could not open modules' >&2)
     moddir="$root/lib/modules/$release"
     [ -f "$moddir/modules.dep" ] || moddir=""
   fi
