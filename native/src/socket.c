@@ -417,3 +417,6 @@ HND_EXPORT int hnd_unix_diag(int fd, int64_t ino64, uint32_t *out, void *name, i
   }
   return -ENOENT;
 }
+
+/* fcntl(F_SETFL): O_NONBLOCK and friends for a restored socket. */
+HND_EXPORT int hnd_set_status_flags(int fd, int flags) { return ret(fcntl(fd, F_SETFL, flags)); }

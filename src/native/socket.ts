@@ -389,3 +389,10 @@ export function unixDiag(fd: number, ino: number): UnixDiag | undefined {
   if (!w(7)) return undefined;
   return { type: w(0), state: w(1), peerIno: w(2), rqueue: w(3), wqueue: w(4), shutdown: w(5), ...(w(6) ? { name: Buffer.from(name.subarray(0, w(6))) } : {}) };
 }
+
+const setStatusFlagsRaw = bind('hnd_set_status_flags', T.i32, [T.i32, T.i32]);
+
+/** fcntl(F_SETFL): sets O_NONBLOCK/O_APPEND...; access mode bits are ignored by the kernel. */
+export function setStatusFlags(fd: number, flags: number): void {
+  check('fcntl(F_SETFL)', setStatusFlagsRaw(fd, flags), { fd, flags });
+}
