@@ -203,6 +203,27 @@ t.test('TCP connections survive dump, owner death and restore', async (t) => {
   await t.test('IPv4 client connection', (t) => roundTrip(t, pair, 'inet', 'client'));
   await t.test('IPv6 accepted server connection', (t) => roundTrip(t, pair, 'inet6', 'server'));
 
+  await t.test('an aborted dump leaves the original connection working', async (t) => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const peerProc = pair.spawn(pair.peer, 'python3', ['-c', PEER, pair.v4.peer, String(port)]);
+    const peer = new LineWatcher(peerProc.stdout!);
+    await peer.waitFor('listening');
+    const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'connect', pair.v4.peer, String(port)]);
+    const held = new LineWatcher(holder.stdout!);
+    const fd = Number((await held.waitFor('fd')).split(' ')[1]);
+    const info = fdInfoOf(holder.pid!, fd);
+    const dctx = dumpContext([holder.pid!]);
+    tcpModule.dump(info, dctx);
+    closeFd(info.localFd);
+    dctx.abort();
+    holder.stdin!.write('send 1000\n');
+    await peer.waitFor('rx', 1000);
+    t.same(peer.lines.filter((l) => /^(bad|eof|error)/.test(l)), [], 'the peer got the bytes sent after the abort');
+    holder.kill('SIGKILL');
+    peerProc.kill('SIGKILL');
+    await Promise.all([holder, peerProc]);
+  });
+
   await t.test('a listening socket comes back with its address and backlog', async (t) => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'listen', pair.v6.local, String(port)]);
