@@ -1,7 +1,7 @@
 // handoff dump: discover -> preflight -> freeze -> read state -> write image -> kill or thaw.
 // Until the image is complete and synced, any failure thaws the targets: nothing is lost.
 import { fstatSync } from 'node:fs';
-import { hostname, release } from 'node:os';
+import { hostname, release as kernelRelease } from 'node:os';
 import { BlockedError, ProcessError, asHandoffError, type Blocker } from '../errors.js';
 import { logger } from '../log.js';
 import { version as toolVersion } from '../version.js';
@@ -10,6 +10,8 @@ import { ImageWriter } from '../format/writer.js';
 import { children, listFds, readFdinfo, flatFdinfo, readMaps, readSmapsFlags, readStat, readStatus, type MapEntry } from '../kernel/proc.js';
 import { closeFd, sameOpenFile, takeFd } from '../native/fd.js';
 import { fdModules } from '../objects/index.js';
+import { lockEntry } from '../objects/tcp.js';
+import { lock, unlock, type LockSpec } from '../handoff/netlock.js';
 import { areaType, dumpMemory, memoryBlockers, type MemoryStats } from '../objects/memory.js';
 import { dumpProcess } from '../objects/process.js';
 import { dumpCredentials } from '../objects/credentials.js';
@@ -33,6 +35,13 @@ export interface DumpOptions {
   image: string;
   /** Thaw the processes after the dump instead of killing them. */
   leaveRunning?: boolean;
+  /**
+   * Keep the processes frozen after a successful dump; the caller ends it with
+   * result.release('kill' | 'thaw') (prepare: kill just before kexec, thaw on abort).
+   */
+  keepFrozen?: boolean;
+  /** nftables table for the network lock (default "handoff"). */
+  lockTable?: string;
 }
 
 export interface DumpResult {
@@ -41,8 +50,23 @@ export interface DumpResult {
   threads: number;
   bytes: number;
   pagesBytes: number;
+  /** Time from freeze to kill/thaw (0 while still frozen with keepFrozen). */
   frozenMs: number;
   sha256: string;
+  /** Whether a network lock is in place (TCP sockets were dumped). */
+  locked: boolean;
+  /** With keepFrozen: ends the freeze. */
+  release?: (how: 'kill' | 'thaw') => Promise<void>;
+}
+
+function runAll(fns: (() => void)[]): void {
+  for (const fn of fns.splice(0)) {
+    try {
+      fn();
+    } catch (err) {
+      log.error('undo step failed', { error: String(err) });
+    }
+  }
 }
 
 /** pid plus, with tree, every descendant (parents before children). */
@@ -124,11 +148,13 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
   frozen.freeze();
   let writer: ImageWriter | undefined;
   const localFds: number[] = [];
+  const undo: (() => void)[] = [];
+  let locked = false;
   try {
     const maps = new Map(frozen.pids.map((p) => [p, readMaps(p)]));
     writer = ImageWriter.create(options.image, {
       minKernel: '5.10',
-      sourceKernel: release(),
+      sourceKernel: kernelRelease(),
       arch: 'x86_64',
       pageSize: PAGE_SIZE,
       tool: { name: 'handoff', version: toolVersion() },
@@ -177,38 +203,71 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       newId: (() => { let id = 0; return () => ++id; })(),
       pids: new Set(pids),
       atEnd: (fn) => atEnd.push(fn),
+      onAbort: (fn) => undo.push(fn),
       log,
     };
-    const seen: { info: FdInfo; id: number }[] = [];
+    const infos: FdInfo[] = [];
     for (const pid of frozen.pids) {
       for (const { fd, link } of listFds(pid)) {
         const info = fdInfo(pid, fd, link);
         localFds.push(info.localFd);
-        const shared = seen.find((s) => s.info.stat.dev === info.stat.dev && s.info.stat.ino === info.stat.ino && sameOpenFile(s.info.pid, s.info.fd, pid, fd));
-        let id: number;
-        if (shared) {
-          id = shared.id;
-        } else {
-          const module = fdModules.find((mod) => mod.matches(info));
-          if (!module) throw new BlockedError([{ code: 'B_FD_KIND', pid, fd, reason: `unsupported kind of fd: ${link}` }]);
-          id = module.dump(info, ctx);
-          seen.push({ info, id });
-        }
-        w.record({ kind: 'fd', pid, fd, object: id, cloexec: (info.fdinfo.flags & O_CLOEXEC) !== 0 });
+        infos.push(info);
       }
+    }
+    // DESIGN 6: the old kernel must neither ACK new data nor send FIN/RST once a socket is read.
+    const spec: LockSpec = { connections: [], ports: [] };
+    for (const info of infos) {
+      const entry = lockEntry(info);
+      if (entry?.connection) spec.connections.push(entry.connection);
+      if (entry?.port !== undefined) spec.ports!.push(entry.port);
+    }
+    if (spec.connections.length || spec.ports!.length) {
+      await lock(spec, { table: options.lockTable });
+      locked = true;
+    }
+    const seen: { info: FdInfo; id: number }[] = [];
+    for (const info of infos) {
+      const { pid, fd } = info;
+      const shared = seen.find((s) => s.info.stat.dev === info.stat.dev && s.info.stat.ino === info.stat.ino && sameOpenFile(s.info.pid, s.info.fd, pid, fd));
+      let id: number;
+      if (shared) {
+        id = shared.id;
+      } else {
+        const module = fdModules.find((mod) => mod.matches(info));
+        if (!module) throw new BlockedError([{ code: 'B_FD_KIND', pid, fd, reason: `unsupported kind of fd: ${info.link}` }]);
+        id = module.dump(info, ctx);
+        seen.push({ info, id });
+      }
+      w.record({ kind: 'fd', pid, fd, object: id, cloexec: (info.fdinfo.flags & O_CLOEXEC) !== 0 });
     }
     for (const fn of atEnd) fn();
     const done = w.finish();
     writer = undefined;
     const threads = [...frozen.threads.values()].reduce((n, t) => n + t.length, 0);
-    if (options.leaveRunning) frozen.thaw();
-    else frozen.kill();
-    const frozenMs = frozen.frozenMs();
-    log.info('dumped', { pids: pids.length, threads, bytes: done.bytes, frozenMs });
-    return { image: done.path, pids, threads, bytes: done.bytes, pagesBytes: stats.bytes, frozenMs, sha256: done.sha256 };
+    const result: DumpResult = { image: done.path, pids, threads, bytes: done.bytes, pagesBytes: stats.bytes, frozenMs: 0, sha256: done.sha256, locked };
+    const release = async (how: 'kill' | 'thaw') => {
+      if (how === 'kill') {
+        // The lock stays: the restore removes it once the sockets are back.
+        frozen.kill();
+      } else {
+        runAll(undo);
+        frozen.thaw();
+        if (locked) await unlock({ table: options.lockTable });
+      }
+      result.frozenMs = frozen.frozenMs();
+      log.info('dumped', { pids: pids.length, threads, bytes: done.bytes, frozenMs: result.frozenMs });
+    };
+    if (options.keepFrozen) {
+      result.release = release;
+      return result;
+    }
+    await release(options.leaveRunning ? 'thaw' : 'kill');
+    return result;
   } catch (err) {
     writer?.abort();
+    runAll(undo);
     frozen.thaw();
+    if (locked) await unlock({ table: options.lockTable }).catch((e: unknown) => log.error('cannot remove the network lock: run handoff unlock', { error: String(e) }));
     throw err;
   } finally {
     for (const fd of localFds) closeFd(fd);

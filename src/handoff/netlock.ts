@@ -172,3 +172,15 @@ export async function withLock<T>(spec: LockSpec, opts: NetlockOptions, fn: () =
     }
   }
 }
+
+/** The lock an image needs on the kernel that restores it, derived from its tcp records. */
+export function lockSpecFromRecords(records: readonly { kind: string; [k: string]: unknown }[]): LockSpec {
+  const spec: LockSpec = { connections: [], ports: [] };
+  for (const r of records) {
+    if (r.kind !== 'tcp') continue;
+    const local = r.local as Endpoint;
+    if (r.state === 'LISTEN') spec.ports!.push(local.port);
+    else if (r.remote && (r.remote as Endpoint).port) spec.connections.push({ local, remote: r.remote as Endpoint });
+  }
+  return spec;
+}

@@ -8,10 +8,13 @@ import { timerfdModule } from './timerfd.js';
 import { signalfdModule } from './signalfd.js';
 import { inotifyModule } from './inotify.js';
 import { epollModule } from './epoll.js';
+import { tcpModule } from './tcp.js';
+import { udpModule } from './udp.js';
+import { unixModule } from './unix.js';
 
 export { restoreEpollInterest } from './epoll.js';
 
-export const fdModules: readonly FdObjectModule[] = [fileModule, pipeModule, eventfdModule, timerfdModule, signalfdModule, inotifyModule, epollModule];
+export const fdModules: readonly FdObjectModule[] = [fileModule, pipeModule, unixModule, tcpModule, udpModule, eventfdModule, timerfdModule, signalfdModule, inotifyModule, epollModule];
 
 /** The module that restores records of `kind`. */
 export function moduleForKind(kind: string): FdObjectModule | undefined {

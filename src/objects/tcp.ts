@@ -390,3 +390,19 @@ export const tcpModule: FdObjectModule = {
 };
 
 export default tcpModule;
+
+/**
+ * What the network lock must cover for this fd before its socket is read: an established
+ * connection (both directions), or a listener's port (a SYN meanwhile gets no RST).
+ */
+export function lockEntry(info: FdInfo): { connection?: { local: InetAddress; remote: InetAddress }; port?: number } | undefined {
+  if (!isTcp(info)) return undefined;
+  const state = S.TCP_STATES[S.tcpInfo(info.localFd).state];
+  const local = S.getsockname(info.localFd);
+  if (!local || local.family === 'unix') return undefined;
+  const family = local.family;
+  if (state === 'LISTEN') return { port: local.port };
+  const peer = S.getpeername(info.localFd);
+  if (!peer || peer.family === 'unix') return undefined;
+  return { connection: { local: inetAddr(local, family), remote: inetAddr(peer, family) } };
+}

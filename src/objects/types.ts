@@ -32,6 +32,11 @@ export interface DumpContext {
   pids: ReadonlySet<number>;
   /** Hooks run after all fds are dumped (e.g. to read a pipe once both ends are known). */
   atEnd(fn: () => void): void;
+  /**
+   * Undoes what dumping did to the ORIGINAL objects (a socket left in repair mode...). Runs
+   * when the dump fails and when the processes are left running after it.
+   */
+  onAbort(fn: () => void): void;
   log: Logger;
 }
 

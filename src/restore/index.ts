@@ -19,6 +19,7 @@ import { restoreItimers, restorePosixTimers } from '../objects/timers.js';
 import { finishThread, restoreThreadState } from '../objects/thread.js';
 import type { ImageRecord, RestoreContext } from '../objects/types.js';
 import { closeFd } from '../native/fd.js';
+import { lockSpecFromRecords, unlock } from '../handoff/netlock.js';
 import { RemoteTask, SYSCALL_INSN } from '../ptrace/remote.js';
 import { CLONE, MAP, O, PROT, SIG, SYS } from '../ptrace/syscalls.js';
 
@@ -36,6 +37,8 @@ export interface RestoreOptions {
   image: string;
   /** Return once the processes run on their own; otherwise wait for the root to exit. */
   detach?: boolean;
+  /** nftables table of the network lock to remove once sockets are back (default "handoff"). */
+  lockTable?: string;
 }
 
 export interface RestoreResult {
@@ -150,7 +153,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     if (plan.processes.length === 0) throw new HandoffError('E_IMAGE_EMPTY', 'the image holds no process', { path: imagePath }, { exitCode: 3 });
     checkPidsFree(plan);
     const t1 = process.hrtime.bigint();
-    const session = new Session(plan, imagePath);
+    const session = new Session(plan, imagePath, options.lockTable);
     try {
       await session.run();
     } catch (err) {
@@ -180,7 +183,7 @@ class Session {
   private readonly localFds = new Map<number, number>();
   private work = 0;
 
-  constructor(private readonly plan: Plan, private readonly imagePath: string) {}
+  constructor(private readonly plan: Plan, private readonly imagePath: string, private readonly lockTable?: string) {}
 
   async run(): Promise<void> {
     const plan = this.plan;
@@ -238,6 +241,9 @@ class Session {
     }
     this.step = 'finish hooks';
     for (const fn of this.finishHooks) await fn();
+    // Repair mode is off on every restored socket: the peers may talk to us again.
+    const spec = lockSpecFromRecords(plan.image.records as unknown as ImageRecord[]);
+    if (spec.connections.length || spec.ports!.length) await unlock({ table: this.lockTable });
     for (const fd of this.localFds.values()) closeFd(fd);
     this.localFds.clear();
     this.step = 'detach';
