@@ -32,6 +32,13 @@ static void child_main(int gate, const char *stub, const char *offsets, int offs
     if (syscall(SYS_write, fd, offsets, offsets_len) != offsets_len) syscall(SYS_exit_group, 122);
     syscall(SYS_close, fd);
   }
+  /* Dispositions set to SIG_IGN survive exec: leave none of the restorer's behind (Node
+   * ignores SIGPIPE); the restored ones come from the image. Unblock everything too. */
+  struct { unsigned long handler, flags, restorer, mask; } dfl = { 0, 0, 0, 0 };
+  for (int sig = 1; sig <= 64; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP) syscall(SYS_rt_sigaction, sig, &dfl, 0, 8);
+  unsigned long none = 0;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, 0, 8);
   /* Wait until the restorer has seized us, so it sees the exec. */
   if (syscall(SYS_read, gate, &c, 1) != 1) syscall(SYS_exit_group, 123);
   char *argv[] = { (char *)stub, 0 };

@@ -103,6 +103,19 @@ export interface ProcessRecord extends RecordBase {
   rlimits: Rlimit[];
   /** Present for alive processes, absent for zombies. */
   mm?: MmInfo;
+  /** Scheduling and prctl settings. */
+  tuning?: ProcessTuning;
+}
+
+export interface ProcessTuning {
+  /** SCHED_* policy and, for real-time policies, its priority. */
+  policy?: number;
+  rtPriority?: number;
+  nice?: number;
+  timerSlackNs?: number;
+  childSubreaper?: boolean;
+  thpDisable?: boolean;
+  oomScoreAdj?: number;
 }
 
 export interface CredentialsRecord extends RecordBase {

@@ -1,6 +1,7 @@
 // Per-process state: identity in the tree (pid, parent, session, group), working directory,
 // root, umask, personality, rlimits, comm, and the mm fields of PR_SET_MM_MAP. Dump and restore.
-import type { ProcessRecord, Rlimit } from '../format/records.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { ProcessRecord, ProcessTuning, Rlimit } from '../format/records.js';
 import { readAuxv, readCmdline, readCwd, readExe, readLimits, readPersonality, readRoot, readStat, readStatus } from '../kernel/proc.js';
 import type { RemoteTask } from '../ptrace/remote.js';
 import { O, PR, SYS } from '../ptrace/syscalls.js';
@@ -44,6 +45,7 @@ export function dumpProcess(pid: number, task: RemoteTask | undefined): ProcessR
     rec.exitStatus = stat.exitCode;
     return rec;
   }
+  if (task) rec.tuning = dumpTuning(pid, task, stat.policy, stat.rtPriority, stat.nice);
   const brk = task ? task.call('brk', SYS.brk, 0) : stat.startBrk;
   rec.mm = {
     startCode: stat.startCode,
@@ -63,6 +65,32 @@ export function dumpProcess(pid: number, task: RemoteTask | undefined): ProcessR
   return rec;
 }
 
+function dumpTuning(pid: number, task: RemoteTask, policy: number, rtPriority: number, nice: number): ProcessTuning {
+  task.call('prctl(PR_GET_CHILD_SUBREAPER)', SYS.prctl, PR.GET_CHILD_SUBREAPER, task.scratch);
+  return {
+    policy,
+    rtPriority,
+    nice,
+    timerSlackNs: task.call('prctl(PR_GET_TIMERSLACK)', SYS.prctl, PR.GET_TIMERSLACK),
+    childSubreaper: task.get(4).readInt32LE(0) !== 0,
+    thpDisable: task.call('prctl(PR_GET_THP_DISABLE)', SYS.prctl, PR.GET_THP_DISABLE) !== 0,
+    oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8')),
+  };
+}
+
+function restoreTuning(task: RemoteTask, t: ProcessTuning): void {
+  if (t.nice !== undefined) task.call('setpriority', SYS.setpriority, 0 /* PRIO_PROCESS */, 0, t.nice);
+  if (t.policy !== undefined && t.policy !== 0) {
+    const param = Buffer.alloc(4);
+    param.writeInt32LE(t.rtPriority ?? 0, 0);
+    task.call('sched_setscheduler', SYS.sched_setscheduler, 0, t.policy, task.put(param));
+  }
+  if (t.timerSlackNs !== undefined) task.call('prctl(PR_SET_TIMERSLACK)', SYS.prctl, PR.SET_TIMERSLACK, t.timerSlackNs);
+  if (t.childSubreaper) task.call('prctl(PR_SET_CHILD_SUBREAPER)', SYS.prctl, PR.SET_CHILD_SUBREAPER, 1);
+  if (t.thpDisable) task.call('prctl(PR_SET_THP_DISABLE)', SYS.prctl, PR.SET_THP_DISABLE, 1, 0, 0, 0);
+  if (t.oomScoreAdj !== undefined) writeFileSync(`/proc/${task.pid}/oom_score_adj`, String(t.oomScoreAdj));
+}
+
 /** umask, cwd, root, personality, rlimits, name: everything but the tree and the mm. */
 export function restoreProcessAttributes(task: RemoteTask, rec: ProcessRecord): void {
   task.call('umask', SYS.umask, rec.umask);
@@ -75,6 +103,7 @@ export function restoreProcessAttributes(task: RemoteTask, rec: ProcessRecord): 
     b.writeBigUInt64LE(l.hard === 'unlimited' ? INFINITY : BigInt(l.hard), 8);
     task.call(`prlimit64(${l.resource})`, SYS.prlimit64, 0, RLIMITS.indexOf(l.resource as (typeof RLIMITS)[number]), task.put(b), 0);
   }
+  if (rec.tuning) restoreTuning(task, rec.tuning);
 }
 
 /** Thread name (comm), set by the thread itself. */

@@ -5,7 +5,7 @@ export const SYS = {
   setitimer: 38, getpid: 39, socket: 41, exit: 60, kill: 62, fcntl: 72, fchdir: 81, umask: 95,
   getrlimit: 97, setpgid: 109, setsid: 112, setgroups: 116, setresuid: 117, setresgid: 119,
   getpgid: 121, setfsuid: 122, setfsgid: 123, getsid: 124, capset: 126, rt_sigqueueinfo: 129,
-  sigaltstack: 131, personality: 135, prctl: 157, arch_prctl: 158, setrlimit: 160, chroot: 161,
+  sigaltstack: 131, personality: 135, prctl: 157, arch_prctl: 158, setrlimit: 160, setpriority: 141, sched_setscheduler: 144, chroot: 161,
   gettid: 186, tkill: 200, futex: 202, set_tid_address: 218, timer_create: 222, timer_settime: 223,
   timer_gettime: 224, timer_getoverrun: 225, clock_gettime: 228, exit_group: 231, tgkill: 234,
   openat: 257, set_robust_list: 273, get_robust_list: 274, dup3: 292, rt_tgsigqueueinfo: 297,
@@ -15,7 +15,7 @@ export const SYS = {
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;
 export const MAP = { SHARED: 1, PRIVATE: 2, FIXED: 0x10, ANONYMOUS: 0x20, GROWSDOWN: 0x100, NORESERVE: 0x4000, FIXED_NOREPLACE: 0x100000 } as const;
 export const O = { RDONLY: 0, WRONLY: 1, RDWR: 2, CREAT: 0o100, EXCL: 0o200, NOCTTY: 0o400, TRUNC: 0o1000, APPEND: 0o2000, NONBLOCK: 0o4000, DIRECTORY: 0o200000, CLOEXEC: 0o2000000, PATH: 0o10000000 } as const;
-export const PR = { SET_MM: 35, SET_MM_MAP: 14, SET_MM_MAP_SIZE: 15, GET_TID_ADDRESS: 40, SET_NAME: 15, GET_NO_NEW_PRIVS: 39, SET_NO_NEW_PRIVS: 38, SET_SECUREBITS: 28, GET_SECUREBITS: 27, CAP_AMBIENT: 47, CAP_AMBIENT_RAISE: 2, CAPBSET_DROP: 24, SET_KEEPCAPS: 8 } as const;
+export const PR = { SET_MM: 35, SET_MM_MAP: 14, SET_MM_MAP_SIZE: 15, GET_TID_ADDRESS: 40, SET_NAME: 15, GET_NO_NEW_PRIVS: 39, SET_NO_NEW_PRIVS: 38, SET_SECUREBITS: 28, GET_SECUREBITS: 27, CAP_AMBIENT: 47, CAP_AMBIENT_RAISE: 2, CAPBSET_DROP: 24, SET_KEEPCAPS: 8, GET_TIMERSLACK: 30, SET_TIMERSLACK: 29, GET_CHILD_SUBREAPER: 37, SET_CHILD_SUBREAPER: 36, GET_THP_DISABLE: 42, SET_THP_DISABLE: 41 } as const;
 export const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PARENT: 0x8000, THREAD: 0x10000, SYSVSEM: 0x40000, SETTLS: 0x80000, PARENT_SETTID: 0x100000, CHILD_CLEARTID: 0x200000 } as const;
 export const ARCH = { SET_FS: 0x1002, SET_GS: 0x1001 } as const;
 
