@@ -5,13 +5,14 @@
  * "command <pid> exit <code>". It exits when it has no children left. --setsid starts CMD in a
  * new session.
  * Without it, orphans go to pid 1, which in some containers never reaps: their pids would stay
- * taken and their exit statuses unknown. */
+ * taken and their exit statuses unknown. CMD starts with only fds 0-2 open. */
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +38,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cmd == 0) {
+        /* Fds the test runner inherited from its own parent must not reach the program under
+         * test: the tool would see them as objects shared with an outside process. */
+        if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+            for (int fd = 3; fd < 4096; fd++)
+                close(fd);
         if (new_session && setsid() < 0) {
             perror("setsid");
             _exit(127);
