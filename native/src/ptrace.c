@@ -204,3 +204,22 @@ HND_EXPORT int hnd_remote_syscall(int tid, uint64_t insn_addr, const uint64_t *c
   if (ptrace(PTRACE_SETREGS, tid, 0, &saved) < 0) return -errno;
   return 0;
 }
+
+/* Single-steps a stopped thread until rip leaves [lo, hi) or max steps pass; returns the
+ * steps taken, or -errno. A signal arriving meanwhile is delivered as it would have been. */
+HND_EXPORT int hnd_step_out(int tid, uint64_t lo, uint64_t hi, int max) {
+  struct user_regs_struct r;
+  int status, sig = 0;
+  for (int n = 0; n < max; n++) {
+    if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0) return -errno;
+    if (r.rip < lo || r.rip >= hi) return n;
+    if (ptrace(PTRACE_SINGLESTEP, tid, 0, (long)sig) < 0) return -errno;
+    pid_t w;
+    do w = waitpid(tid, &status, __WALL); while (w < 0 && errno == EINTR);
+    if (w < 0) return -errno;
+    if (!WIFSTOPPED(status)) return -ECHILD;
+    /* A signal-delivery stop: deliver it with the next step rather than drop it. */
+    sig = (WSTOPSIG(status) != SIGTRAP && (status >> 16) == 0) ? WSTOPSIG(status) : 0;
+  }
+  return -ETIMEDOUT;
+}

@@ -22,6 +22,7 @@ import type { DumpContext, FdInfo, ImageRecord } from '../objects/types.js';
 import type { RemoteTask } from '../ptrace/remote.js';
 import { SYS } from '../ptrace/syscalls.js';
 import { Frozen } from './freeze.js';
+import * as pt from '../native/ptrace.js';
 import { Parasite } from './parasite.js';
 
 const log = logger('dump');
@@ -172,6 +173,10 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       }
       const m = maps.get(pid)!;
       const flags = readSmapsFlags(pid);
+      // A thread caught inside the vDSO would resume mid-function in a vDSO that may not be
+      // the same after the handoff: let it finish the call first.
+      const vdso = m.find((a) => a.special === '[vdso]');
+      if (vdso) for (const tid of frozen.threads.get(pid)!) pt.stepOut(tid, vdso.start, vdso.end);
       const parasite = Parasite.open(pid, m, PAGE_SIZE);
       try {
         const leader = parasite.task(pid);

@@ -205,3 +205,9 @@ const subreaperRaw = bind('hnd_set_child_subreaper', T.i32, [T.i32]);
 export function setChildSubreaper(on: boolean): void {
   check('prctl(PR_SET_CHILD_SUBREAPER)', subreaperRaw(on ? 1 : 0), process.pid);
 }
+
+const stepOutRaw = bind('hnd_step_out', T.i32, [T.i32, T.i64, T.i64, T.i32]);
+/** Single-steps thread `tid` until its rip is outside [lo, hi); returns the steps taken. */
+export function stepOut(tid: number, lo: number, hi: number, max = 1_000_000): number {
+  return check('ptrace(SINGLESTEP)', stepOutRaw(tid, lo, hi, max), tid);
+}

@@ -90,8 +90,9 @@ export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, str
       writer.record(rec);
       stats.areas++;
       const mode = pagemapMode(rec);
-      if (!mode) continue;
-      for (const run of pagemap.runs(m.start, m.end, mode)) {
+      // The vDSO image is kept (not restored): a kernel with another vDSO needs its symbols.
+      const runs = rec.type === 'vdso' ? [{ addr: m.start, pages: (m.end - m.start) / pageSize }] : mode ? pagemap.runs(m.start, m.end, mode) : [];
+      for (const run of runs) {
         const bytes = run.pages * pageSize;
         writer.beginPayload({ kind: 'pages', pid, addr: run.addr, count: run.pages }, bytes);
         for (let off = 0; off < bytes; off += CHUNK) {

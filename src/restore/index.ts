@@ -6,12 +6,13 @@ import { resolve } from 'node:path';
 import { ProcessError, HandoffError, asHandoffError } from '../errors.js';
 import { logger } from '../log.js';
 import { checkKernel, openImage, readPayload, type Image } from '../format/reader.js';
-import type { ClocksRecord, CredentialsRecord, FdRecord, ItimersRecord, MemoryAreaRecord, PagesRecord, PosixTimerRecord, ProcessRecord, SignalActionsRecord, SignalsPendingRecord, ThreadRecord } from '../format/records.js';
+import type { PayloadRef, ClocksRecord, CredentialsRecord, FdRecord, ItimersRecord, MemoryAreaRecord, PagesRecord, PosixTimerRecord, ProcessRecord, SignalActionsRecord, SignalsPendingRecord, ThreadRecord } from '../format/records.js';
 import { readMaps, type MapEntry } from '../kernel/proc.js';
 import { nativeBuildDir } from '../native/lib.js';
 import * as pt from '../native/ptrace.js';
 import { moduleForKind, restoreEpollInterest } from '../objects/index.js';
 import { SPECIAL_AREAS, restoreArea } from '../objects/memory.js';
+import { trampolinePage } from '../objects/vdso.js';
 import { restoreComm, restoreMm, restoreProcessAttributes } from '../objects/process.js';
 import { restoreCredentials } from '../objects/credentials.js';
 import { restorePendingSignals, restoreSignalActions } from '../objects/signals.js';
@@ -131,6 +132,15 @@ function clockNow(): { monotonic: bigint; boottime: bigint } {
   const monotonic = process.hrtime.bigint();
   const boottime = BigInt(Math.round(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1e9));
   return { monotonic, boottime: boottime > monotonic ? boottime : monotonic };
+}
+
+/** A free range of `size` bytes in a process's target layout, away from the work area. */
+function freeRange(areas: { start: number; end: number }[], size: number, work: number): number {
+  const taken = [...areas, { start: work, end: work + WORK_PAGES * PAGE }];
+  for (let a = 0x7e0000000000; a > 0x10000000; a -= 0x1000000) {
+    if (!taken.some((m) => m.start < a + size && a < m.end)) return a;
+  }
+  throw new ProcessError('E_RESTORE', 'no free range for the vDSO');
 }
 
 /** A page-aligned range free in every layout involved, for the syscall page and parking. */
@@ -349,23 +359,47 @@ class Session {
   }
 
   /**
-   * The new kernel's vDSO and vvar go where the old ones were, when the layouts match (same
-   * names, sizes and distances). Otherwise (a kernel whose vDSO differs) refuse for now.
+   * The new kernel's vDSO and vvar go where the old ones were when the layouts match (same
+   * names, sizes and distances). Otherwise they go to a free place and the old vDSO's range
+   * gets trampolines into the new one (src/objects/vdso.ts).
    */
   private placeSpecials(b: Building, areas: MemoryAreaRecord[]): void {
     const old = areas.filter((a) => a.type === 'vdso' || a.type === 'vvar' || a.type === 'vvar_vclock').sort((x, y) => x.start - y.start);
     const now = [...b.specials].sort((x, y) => x.start - y.start);
     const name = (t: string) => `[${t}]`;
     const same = old.length === now.length && old.every((o, i) => name(o.type) === now[i]!.special && o.end - o.start === now[i]!.end - now[i]!.start && o.start - old[0]!.start === now[i]!.start - now[0]!.start);
-    if (!same) {
-      throw new ProcessError('E_RESTORE', `the vDSO/vvar layout of this kernel (${now.map((m) => `${m.special}:${m.end - m.start}`).join(' ')}) differs from the image's (${old.map((a) => `${name(a.type)}:${a.end - a.start}`).join(' ')}); vDSO trampolines are not implemented yet`, { pid: b.rec.pid });
+    if (same && !process.env.HANDOFF_FORCE_VDSO_TRAMPOLINE) {
+      for (let i = 0; i < old.length; i++) {
+        const m = now[i]!;
+        b.task.call(`mremap(${m.special})`, 25, m.start, m.end - m.start, m.end - m.start, 3, old[i]!.start);
+      }
+      b.specials = old.map((o, i) => ({ ...now[i]!, start: o.start, end: o.end }));
+      return;
     }
-    for (let i = 0; i < old.length; i++) {
-      const m = now[i]!;
-      const o = old[i]!;
-      b.task.call(`mremap(${m.special})`, 25, m.start, m.end - m.start, m.end - m.start, 3, o.start);
+    // Different layout: move the new block to a hole of the target layout, keeping its shape.
+    const span = now.length ? now[now.length - 1]!.end - now[0]!.start : 0;
+    const base = freeRange(areas, span, this.work);
+    const moved = now.map((m) => ({ ...m, start: base + (m.start - now[0]!.start), end: base + (m.end - now[0]!.start) }));
+    now.forEach((m, i) => b.task.call(`mremap(${m.special})`, 25, m.start, m.end - m.start, m.end - m.start, 3, moved[i]!.start));
+    b.specials = moved;
+    const oldVdso = old.find((a) => a.type === 'vdso');
+    const newVdso = moved.find((m) => m.special === '[vdso]');
+    if (!oldVdso) return; // the program never had a vDSO: nothing refers to one
+    if (!newVdso) throw new ProcessError('E_RESTORE', 'this kernel maps no vDSO but the image expects one', { pid: b.rec.pid });
+    const oldPages = this.plan.of(b.rec.pid).pages.filter((p) => p.addr >= oldVdso.start && p.addr < oldVdso.end);
+    if (oldPages.length !== 1 || (oldPages[0]!.data as PayloadRef).length !== oldVdso.end - oldVdso.start) {
+      throw new ProcessError('E_RESTORE', 'the image lacks the old vDSO image needed for trampolines', { pid: b.rec.pid });
     }
-    b.specials = old.map((o) => ({ ...now[0]!, start: o.start, end: o.end, special: name(o.type) }));
+    const oldImage = readPayload(this.plan.image, oldPages[0]!.data as PayloadRef);
+    const newImage = Buffer.alloc(newVdso.end - newVdso.start);
+    pt.vmRead(b.rec.pid, newVdso.start, newImage);
+    const page = trampolinePage(oldImage, oldVdso.end - oldVdso.start, newImage, newVdso.start);
+    const size = oldVdso.end - oldVdso.start;
+    const got = b.task.raw(SYS.mmap, oldVdso.start, size, PROT.READ | PROT.WRITE, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED, -1, 0);
+    if (got !== BigInt(oldVdso.start)) throw new ProcessError('E_RESTORE', `cannot map vDSO trampolines at ${oldVdso.start.toString(16)}`, { pid: b.rec.pid });
+    pt.vmWrite(b.rec.pid, oldVdso.start, page);
+    b.task.call('mprotect(trampolines)', SYS.mprotect, oldVdso.start, size, PROT.READ | PROT.EXEC);
+    log.info('vDSO layout differs: trampolines installed', { pid: b.rec.pid, old: oldVdso.start, new: newVdso.start });
   }
 
   private async restoreFds(b: Building): Promise<void> {
