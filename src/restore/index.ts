@@ -298,7 +298,7 @@ class Session {
   /** Children come from their restored parent (clone3 with set_tid) so parent links are real. */
   private createChildren(parent: ProcessRecord): void {
     const b = this.built.get(parent.pid)!;
-    for (const child of this.plan.processes.filter((p) => p.ppid === parent.pid)) {
+    for (const child of this.plan.processes.filter((p) => p.ppid === parent.pid && p.state !== 'zombie')) {
       const newPid = this.clone3(b.task, child.pid, 0, SIG.CHLD);
       this.created.push(newPid);
       const task = new RemoteTask(newPid, newPid, b.task.insn, b.task.scratch, b.task.scratchSize);
