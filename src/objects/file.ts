@@ -47,18 +47,13 @@ export function fdinfoField(text: string, key: string): string | undefined {
   return undefined;
 }
 
-type PayloadRef = { offset: number; length: number };
-/** The core may hand large byte strings over as references into the image file. */
-type PayloadReader = { readPayload?(ref: PayloadRef): Uint8Array };
-
-/** Bytes of a record field that is inline bytes or an image payload reference. */
+/** Bytes of a record field that is inline bytes or a reference into the image file. */
 export function payloadBytes(value: unknown, ctx: RestoreContext, what: string): Uint8Array {
   if (value === undefined || value === null) return new Uint8Array(0);
   if (value instanceof Uint8Array) return value;
-  const ref = value as PayloadRef;
-  const reader = (ctx as RestoreContext & PayloadReader).readPayload;
-  if (typeof ref.offset === 'number' && typeof ref.length === 'number' && reader) return reader.call(ctx, ref);
-  throw new ProcessError('E_RESTORE', `${what}: payload is a reference into the image and the restore context cannot read it`);
+  const ref = value as { offset?: unknown; length?: unknown };
+  if (typeof ref.offset === 'number' && typeof ref.length === 'number') return ctx.readPayload({ offset: ref.offset, length: ref.length });
+  throw new ProcessError('E_RESTORE', `${what}: contents are neither bytes nor a payload reference`);
 }
 
 /** Opens a new open file description of the file behind fd (works for deleted files and pipes). */

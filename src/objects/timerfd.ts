@@ -1,5 +1,5 @@
-// timerfd: clock, remaining time and interval from fdinfo (it_value is the time left, not the
-// value originally set). Absolute timers are re-armed absolute (now + remaining) so
+// timerfd: remaining time and interval from timerfd_gettime, clock, settime flags and unread
+// expirations from fdinfo. Absolute timers are re-armed absolute (now + remaining) so
 // TFD_TIMER_CANCEL_ON_SET keeps working; expirations not yet read are put back with
 // TFD_IOC_SET_TICKS. The core restores into a time namespace, so the recorded clock ids and
 // remaining times stay meaningful across the reboot.
@@ -9,13 +9,6 @@ import type { FdObjectModule } from './types.js';
 import { fdinfoField, fdinfoText, recordFlags } from './file.js';
 
 const TFD_TIMER_ABSTIME = 1;
-const NS = 1_000_000_000n;
-
-function timespecNs(text: string | undefined, what: string): bigint {
-  const m = /^\((-?\d+),\s*(\d+)\)$/.exec(text ?? '');
-  if (!m) throw new ProcessError('E_DUMP', `timerfd fdinfo: cannot parse ${what}: ${text}`);
-  return BigInt(m[1]!) * NS + BigInt(m[2]!);
-}
 
 export const timerfdModule: FdObjectModule = {
   kinds: ['timerfd'],
@@ -25,12 +18,15 @@ export const timerfdModule: FdObjectModule = {
   },
 
   dump(info, ctx) {
+    // timerfd_gettime first: a periodic timer that expired and was not read yet sits stopped
+    // (fdinfo then shows it_value 0) until a read or gettime moves it to its next period and
+    // adds the missed periods to ticks; gettime does exactly what the target's next read would.
+    const { valueNs, intervalNs } = k.timerfdGettime(info.localFd);
     const text = fdinfoText(info.localFd);
     const clock = Number(fdinfoField(text, 'clockid'));
     const settimeFlags = parseInt(fdinfoField(text, 'settime flags') ?? '0', 8);
     const ticks = BigInt(fdinfoField(text, 'ticks') ?? '0');
-    const valueNs = timespecNs(fdinfoField(text, 'it_value'), 'it_value');
-    const intervalNs = timespecNs(fdinfoField(text, 'it_interval'), 'it_interval');
+    if (!Number.isInteger(clock)) throw new ProcessError('E_DUMP', 'timerfd fdinfo has no clockid', { pid: info.pid, fd: info.fd });
     const id = ctx.newId();
     const record: Record<string, unknown> = { kind: 'timerfd', id, clock, flags: recordFlags(info.fdinfo.flags), intervalNs: Number(intervalNs), valueNs: Number(valueNs), settimeFlags };
     if (ticks > 0n) record.ticks = Number(ticks);
@@ -46,10 +42,8 @@ export const timerfdModule: FdObjectModule = {
     const intervalNs = BigInt(record.intervalNs as number);
     const settimeFlags = record.settimeFlags as number;
     const ticks = BigInt((record.ticks as number | undefined) ?? 0);
-    if (valueNs > 0n) {
-      if (settimeFlags & TFD_TIMER_ABSTIME) k.timerfdSettime(fd, settimeFlags, k.clockGettimeNs(clock) + valueNs, intervalNs);
-      else k.timerfdSettime(fd, 0, valueNs, intervalNs);
-    }
+    if (valueNs > 0n && settimeFlags & TFD_TIMER_ABSTIME) k.timerfdSettime(fd, settimeFlags, k.clockGettimeNs(clock) + valueNs, intervalNs);
+    else k.timerfdSettime(fd, 0, valueNs, intervalNs); // value 0: disarmed, interval kept as gettime shows it
     if (ticks > 0n) k.timerfdSetTicks(fd, ticks);
     return fd;
   },

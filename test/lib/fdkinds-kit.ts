@@ -7,6 +7,9 @@ import { createInterface } from 'node:readline';
 import { takeFd, closeFd } from '../../src/native/fd.js';
 import { readFdinfo, flatFdinfo } from '../../src/kernel/proc.js';
 import { logger } from '../../src/log.js';
+import { describeErrors, validators } from '../../src/format/schema.js';
+import { PAYLOAD_FIELDS } from '../../src/format/records.js';
+import { FileBytes } from '../../src/format/cbor.js';
 import type { DumpContext, FdInfo, FdObjectModule, ImageRecord, RestoreContext } from '../../src/objects/types.js';
 
 export interface Holder {
@@ -88,7 +91,17 @@ export function dumpContext(pids: number[]): DumpRun {
   const atEnd: (() => void)[] = [];
   let next = 1;
   const ctx: DumpContext = {
-    emit: (r) => void records.push(r),
+    emit: (r) => {
+      // Every record a module writes must pass the format's JSON Schema.
+      // Payload fields are checked in the form the reader hands them out: references into the file.
+      const decoded = { ...r };
+      for (const [kind, field] of Object.entries(PAYLOAD_FIELDS))
+        if (r.kind === kind && r[field] instanceof Uint8Array) decoded[field] = new FileBytes(0, (r[field] as Uint8Array).length);
+      const validate = validators().get(r.kind);
+      if (!validate) throw new Error(`no schema for record kind ${r.kind}`);
+      if (!validate(decoded)) throw new Error(`${r.kind} record fails its schema: ${describeErrors(validate.errors)}: ${JSON.stringify(r, (_, v) => (typeof v === 'bigint' ? v.toString() : v))}`);
+      records.push(r);
+    },
     newId: () => next++,
     pids: new Set(pids),
     atEnd: (fn) => void atEnd.push(fn),
@@ -128,6 +141,9 @@ export function restoreContext(records: readonly ImageRecord[]): RestoreRun {
       return memo.get(key) as T;
     },
     atFinish: (fn) => void finishers.push(fn),
+    readPayload: () => {
+      throw new Error('test records carry contents inline');
+    },
     onAbort: (fn) => void aborters.push(fn),
     log: logger('test-restore'),
   };

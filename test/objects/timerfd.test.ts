@@ -23,8 +23,11 @@ fired = timer(1, os.O_NONBLOCK, 0, 1000, 0)
 while b'ticks: 0' in open('/proc/self/fdinfo/%d' % fired, 'rb').read():
     time.sleep(0.001)
 disarmed = libc.timerfd_create(1, 0)
+overdue = timer(1, os.O_NONBLOCK, 0, 1000, 3600 * 10**9)   # expired once, next period in an hour
+while b'ticks: 0' in open('/proc/self/fdinfo/%d' % overdue, 'rb').read():
+    time.sleep(0.001)
 soon = timer(1, 0, 0, 300 * 10**6, 100 * 10**6)
-ready({'soon': soon, 'periodic': periodic, 'absolute': absolute, 'fired': fired, 'disarmed': disarmed})
+ready({'overdue': overdue, 'soon': soon, 'periodic': periodic, 'absolute': absolute, 'fired': fired, 'disarmed': disarmed})
 for line in lines():
     answer(eval(line))
 `);
@@ -86,5 +89,19 @@ t.test('a restored timer fires and keeps firing at its interval', async (t) => {
   // Blocking reads: each returns once the timer has expired at least once more.
   t.ok(k.read(fd, 8).readBigUInt64LE(0) >= 1n, 'first expiry');
   t.ok(k.read(fd, 8).readBigUInt64LE(0) >= 1n, 'next period');
+  closeFd(fd);
+});
+
+t.test('a periodic timer that expired unread keeps its tick and its next period', async (t) => {
+  const run = dumpContext([holder.pid]);
+  const record = recordById(run.records, dumpFd(timerfdModule, run, holder.pid, fds.overdue!).id);
+  t.match(record, { intervalNs: 3600e9, ticks: 1 });
+  t.ok((record.valueNs as number) > 0 && (record.valueNs as number) <= 3600e9, 'armed for the next period, not disarmed');
+  t.equal(await holder.ask(`struct.unpack('Q', os.read(overdue, 8))[0]`), 1, 'the original still has its unread expiration');
+  const fd = await timerfdModule.restore(record, restoreContext(run.records).ctx);
+  t.equal(k.read(fd, 8).readBigUInt64LE(0), 1n);
+  const now = k.timerfdGettime(fd);
+  t.equal(now.intervalNs, 3_600_000_000_000n);
+  t.ok(now.valueNs > 0n && now.valueNs <= BigInt(record.valueNs as number));
   closeFd(fd);
 });
