@@ -228,7 +228,8 @@ function checkSameKind(fd: number, record: ImageRecord): void {
  * record of this object is a reopen of it, so they all share the one inode.
  */
 function createUnlinked(record: ImageRecord, ctx: RestoreContext): number {
-  const path = record.path as string;
+  // Records written for memory mappings carry the maps path, " (deleted)" included.
+  const path = livePath(record.path as string);
   const contents = payloadBytes(record.contents, ctx, path);
   let fd: number;
   if (record.type === 'memfd') {
