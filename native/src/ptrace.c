@@ -223,3 +223,32 @@ HND_EXPORT int hnd_step_out(int tid, uint64_t lo, uint64_t hi, int max) {
   }
   return -ETIMEDOUT;
 }
+
+/*
+ * Like hnd_remote_syscall, but the thread is left in its syscall-exit stop (PTRACE_SYSCALL)
+ * with the syscall done and its original registers NOT put back: the caller loads the final
+ * registers there. This is how the page holding the syscall instruction can unmap itself:
+ * the thread never returns to it. *result = raw rax.
+ */
+HND_EXPORT int hnd_remote_syscall_last(int tid, uint64_t insn_addr, const uint64_t *call, int64_t *result) {
+  struct user_regs_struct r;
+  int status;
+  if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0) return -errno;
+  r.rax = call[0]; r.rdi = call[1]; r.rsi = call[2]; r.rdx = call[3];
+  r.r10 = call[4]; r.r8 = call[5]; r.r9 = call[6];
+  r.rip = insn_addr; r.orig_rax = (unsigned long long)-1;
+  if (ptrace(PTRACE_SETREGS, tid, 0, &r) < 0) return -errno;
+  for (int stops = 0; stops < 2;) {
+    if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0) return -errno;
+    pid_t w;
+    do w = waitpid(tid, &status, __WALL); while (w < 0 && errno == EINTR);
+    if (w < 0) return -errno;
+    if (WIFEXITED(status) || WIFSIGNALED(status)) return -ECHILD;
+    if (!WIFSTOPPED(status)) continue;
+    if ((WSTOPSIG(status) & 0x7f) == SIGTRAP && (status >> 16) == 0) stops++; /* entry, then exit */
+    else if ((status >> 16) == 0) return -EFAULT; /* a real signal: should be blocked */
+  }
+  if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0) return -errno;
+  *result = (int64_t)r.rax;
+  return 0;
+}

@@ -12,7 +12,7 @@ import { closeFd, sameOpenFile, takeFd } from '../native/fd.js';
 import { fdModules } from '../objects/index.js';
 import { lockEntry } from '../objects/tcp.js';
 import { lock, unlock, type LockSpec } from '../handoff/netlock.js';
-import { areaType, dumpMemory, memoryBlockers, type MemoryStats } from '../objects/memory.js';
+import { Backings, areaType, dumpMemory, memoryBlockers, type MemoryStats } from '../objects/memory.js';
 import { dumpProcess } from '../objects/process.js';
 import { dumpCredentials } from '../objects/credentials.js';
 import { dumpPendingSignals, dumpSignalActions } from '../objects/signals.js';
@@ -165,6 +165,8 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     });
     const w = writer;
     const stats: MemoryStats = { areas: 0, pages: 0, bytes: 0 };
+    const newId = (() => { let id = 0; return () => ++id; })();
+    const backings = new Backings(newId);
     let clocksDone = false;
     for (const pid of pids) {
       if (zombies.has(pid)) {
@@ -198,14 +200,14 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
         parasite.close();
       }
       // After the parasite is gone, so that no borrowed byte or scratch page is stored.
-      dumpMemory(pid, m.filter((a) => areaType(a) !== 'vsyscall'), flags, w, PAGE_SIZE, stats);
+      dumpMemory(pid, m.filter((a) => areaType(a) !== 'vsyscall'), flags, w, PAGE_SIZE, stats, backings);
     }
 
     // File descriptors: one object per open file description, shared ones found with kcmp.
     const atEnd: (() => void)[] = [];
     const ctx: DumpContext = {
       emit: (r: ImageRecord) => w.record(r as never),
-      newId: (() => { let id = 0; return () => ++id; })(),
+      newId,
       pids: new Set(pids),
       atEnd: (fn) => atEnd.push(fn),
       onAbort: (fn) => undo.push(fn),
@@ -238,9 +240,16 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       if (shared) {
         id = shared.id;
       } else {
-        const module = fdModules.find((mod) => mod.matches(info));
-        if (!module) throw new BlockedError([{ code: 'B_FD_KIND', pid, fd, reason: `unsupported kind of fd: ${info.link}` }]);
-        id = module.dump(info, ctx);
+        const backing = backings.find(info.stat.dev, info.stat.ino);
+        if (backing !== undefined) {
+          // A memfd or deleted file that is also mapped: another open of the one backing file.
+          id = newId();
+          w.record({ kind: 'file', id, type: info.link.startsWith('/memfd:') ? 'memfd' : 'deleted', path: info.link.replace(/ \(deleted\)$/, ''), flags: info.fdinfo.flags & ~O_CLOEXEC, mode: info.stat.mode, offset: info.fdinfo.pos, sameFileAs: backing });
+        } else {
+          const module = fdModules.find((mod) => mod.matches(info));
+          if (!module) throw new BlockedError([{ code: 'B_FD_KIND', pid, fd, reason: `unsupported kind of fd: ${info.link}` }]);
+          id = module.dump(info, ctx);
+        }
         seen.push({ info, id });
       }
       w.record({ kind: 'fd', pid, fd, object: id, cloexec: (info.fdinfo.flags & O_CLOEXEC) !== 0 });

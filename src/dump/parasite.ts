@@ -8,7 +8,11 @@ import * as pt from '../native/ptrace.js';
 import { RemoteTask, SYSCALL_INSN } from '../ptrace/remote.js';
 import { MAP, PROT, SYS } from '../ptrace/syscalls.js';
 
-const ALL_SIGNALS = (1n << 64n) - 1n;
+/**
+ * Every signal that can be blocked, except SIGTRAP: our int3 traps are forced signals, and
+ * the kernel unblocks a forced signal anyway. SIGKILL and SIGSTOP cannot be blocked.
+ */
+const ALL_SIGNALS = ((1n << 64n) - 1n) & ~(1n << 8n) & ~(1n << 18n) & ~(1n << 4n);
 
 export class Parasite {
   private readonly savedMasks = new Map<number, bigint>();
@@ -44,9 +48,15 @@ export class Parasite {
   task(tid: number): RemoteTask {
     let t = this.tasks.get(tid);
     if (!t) {
-      this.savedMasks.set(tid, pt.getSigmask(tid));
+      // A thread stopped inside sigsuspend/ppoll/pselect shows the call's temporary mask; its
+      // own mask is put back by the kernel when it leaves the stop, i.e. at our first syscall.
+      const before = pt.getSigmask(tid);
       pt.setSigmask(tid, ALL_SIGNALS);
       t = new RemoteTask(this.pid, tid, this.insn, this.scratch, this.scratch ? this.scratchSize : 0);
+      t.raw(SYS.getpid);
+      const after = pt.getSigmask(tid);
+      this.savedMasks.set(tid, after === ALL_SIGNALS ? before : after);
+      pt.setSigmask(tid, ALL_SIGNALS);
       this.tasks.set(tid, t);
     }
     return t;

@@ -233,6 +233,8 @@ export interface FileRecord extends RecordBase {
   size?: number;
   /** Whole contents of a deleted or memfd file, at a page-aligned file offset. */
   contents?: Payload;
+  /** This open file description is another open of the deleted/memfd file of that record. */
+  sameFileAs?: number;
 }
 
 export interface PipeRecord extends RecordBase {

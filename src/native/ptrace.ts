@@ -38,6 +38,7 @@ const raw = {
   vmRead: bind('hnd_vm_read', T.i64, [T.i32, T.i64, T.u8array, T.i64]),
   vmWrite: bind('hnd_vm_write', T.i64, [T.i32, T.i64, T.u8array, T.i64]),
   remoteSyscall: bind('hnd_remote_syscall', T.i32, [T.i32, T.i64, T.u8array, T.u8array]),
+  remoteSyscallLast: bind('hnd_remote_syscall_last', T.i32, [T.i32, T.i64, T.u8array, T.u8array]),
   spawnStub: bind('hnd_spawn_stub', T.i32, [T.i32, T.string, T.string, T.i32]),
 };
 
@@ -184,6 +185,19 @@ export function remoteSyscall(tid: number, insnAddr: number, nr: number, args: r
     const sig = Number(-resultBuf.readBigInt64LE(0) >> 32n);
     throw new ProcessError('E_REMOTE_SYSCALL', `remote syscall ${nr} in tid ${tid} failed: ${r === -14 && sig > 0 ? `signal ${sig}` : `errno ${-r}`}`, { tid, syscall: nr, signal: sig || undefined });
   }
+  return resultBuf.readBigInt64LE(0);
+}
+
+/**
+ * The last remote syscall of a restore: runs `nr` and leaves the thread in its syscall-exit
+ * stop without putting its registers back (the caller loads the final ones). Lets the syscall
+ * page unmap itself without the thread ever returning into it.
+ */
+export function remoteSyscallLast(tid: number, insnAddr: number, nr: number, args: readonly (number | bigint)[] = []): bigint {
+  callBuf.writeBigUInt64LE(BigInt(nr), 0);
+  for (let i = 0; i < 6; i++) callBuf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(args[i] ?? 0)), 8 + i * 8);
+  const r = raw.remoteSyscallLast(tid, insnAddr, callBuf, resultBuf);
+  if (r < 0) throw new ProcessError('E_REMOTE_SYSCALL', `final remote syscall ${nr} in tid ${tid} failed: errno ${-r}`, { tid, syscall: nr });
   return resultBuf.readBigInt64LE(0);
 }
 

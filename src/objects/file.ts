@@ -180,7 +180,11 @@ export const fileModule: FdObjectModule = {
     switch (type) {
       case 'memfd':
       case 'deleted': {
-        const keeper = ctx.shared(`file:${record.id as number}`, () => createUnlinked(record, ctx));
+        // Several descriptions (and mappings) of one deleted/memfd file share the file itself.
+        const ownerId = (record.sameFileAs as number | undefined) ?? (record.id as number);
+        const owner = ownerId === record.id ? record : ctx.byId(ownerId);
+        if (!owner) throw new ProcessError('E_RESTORE', `file ${record.id as number} refers to missing file ${ownerId}`);
+        const keeper = ctx.shared(`file:${ownerId}`, () => createUnlinked(owner, ctx));
         return positioned(reopen(keeper, openFlags(flags)), flags, offset, path);
       }
       case 'fifo':

@@ -3,7 +3,7 @@
 // for areas the process itself may not read). Restore maps every area at its address inside
 // the new process and has the process pread its own pages from the image: one copy, in the
 // kernel, no detour through the restorer.
-import { openSync, readSync, closeSync } from 'node:fs';
+import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import type { Blocker } from '../errors.js';
 import { ProcessError } from '../errors.js';
 import { logger } from '../log.js';
@@ -44,9 +44,9 @@ function pagemapMode(rec: MemoryAreaRecord): PagemapMode | undefined {
     case 'anonymous': case 'heap': case 'stack':
       return rec.shared ? 'shared' : 'anonymous-private';
     case 'shmem':
-      return 'shared';
-    case 'file':
-      return rec.shared ? undefined : 'file-private'; // a shared file mapping's data is the file
+      return undefined; // its contents are the backing file record's
+    case 'file': case 'memfd': case 'deleted':
+      return rec.shared ? undefined : 'file-private'; // a shared mapping's data is the file
     default:
       return undefined;
   }
@@ -58,8 +58,7 @@ export function memoryBlockers(pid: number, maps: MapEntry[]): Blocker[] {
   for (const m of maps) {
     const t = areaType(m);
     const where = `${m.start.toString(16)}-${m.end.toString(16)}`;
-    if (t === 'memfd' || t === 'deleted') out.push({ code: 'B_MAPPING_DELETED', pid, address: where, reason: `mapping of a deleted file or memfd (${m.path}) is not supported yet` });
-    else if (t === 'shmem' && m.path?.startsWith('/SYSV')) out.push({ code: 'B_SYSV_SHM', pid, address: where, reason: 'System V shared memory is not supported' });
+    if (t === 'shmem' && m.path?.startsWith('/SYSV')) out.push({ code: 'B_SYSV_SHM', pid, address: where, reason: 'System V shared memory is not supported' });
     else if (t === 'file' && m.device.major !== 0 && m.path?.startsWith('/dev/')) out.push({ code: 'B_DEVICE_MAPPING', pid, address: where, reason: `device mapping ${m.path}` });
     else if (m.special && !['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]'].includes(m.special) && !m.special.startsWith('[anon:')) out.push({ code: 'B_SPECIAL_MAPPING', pid, address: where, reason: `special mapping ${m.special}` });
   }
@@ -79,14 +78,61 @@ export function areaRecord(pid: number, m: MapEntry, vmFlags: string[]): MemoryA
 
 export type MemoryStats = { areas: number; pages: number; bytes: number };
 
+/** Areas whose backing file will not exist on the other side: memfd, deleted, shared anonymous. */
+const BACKED: ReadonlySet<MemoryAreaKind> = new Set(['memfd', 'deleted', 'shmem']);
+
+/**
+ * The backing object of memfd, deleted-file and shared-anonymous areas, written once per
+ * (device, inode) for every process and area that maps it: a `file` record with the whole
+ * contents (holes are read as zeros), which the restore recreates as one unlinked file/memfd.
+ */
+export class Backings {
+  private readonly ids = new Map<string, number>();
+  constructor(private readonly newId: () => number) {}
+
+  /** The backing record already written for a file (st_dev, st_ino), if any. */
+  find(dev: number, ino: number): number | undefined {
+    return this.ids.get(`${Math.floor(dev / 256) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}:${ino}`);
+  }
+
+  idFor(pid: number, m: MapEntry, writer: ImageWriter, buf: Buffer): number {
+    const key = `${m.device.major}:${m.device.minor}:${m.inode}`;
+    let id = this.ids.get(key);
+    if (id !== undefined) return id;
+    id = this.newId();
+    this.ids.set(key, id);
+    const path = `/proc/${pid}/map_files/${m.start.toString(16)}-${m.end.toString(16)}`;
+    const fd = openSync(path, 'r');
+    try {
+      const st = fstatSync(fd);
+      const type = areaType(m) === 'deleted' ? 'deleted' : 'memfd';
+      writer.beginPayload({ kind: 'file', id, type, path: m.path!, flags: O.RDWR, mode: st.mode, offset: 0, size: st.size }, st.size);
+      for (let off = 0; off < st.size; off += buf.length) {
+        const n = Math.min(buf.length, st.size - off);
+        let got = 0;
+        while (got < n) {
+          const r = readSync(fd, buf, got, n - got, off + got);
+          if (r === 0) throw new ProcessError('E_DUMP', `${m.path} shrank while being read`, { pid, path: m.path });
+          got += r;
+        }
+        writer.writePayload(buf.subarray(0, n));
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return id;
+  }
+}
+
 /** Writes the memory-area records of a frozen process and the pages that must be stored. */
-export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, string[]>, writer: ImageWriter, pageSize: number, stats: MemoryStats): void {
+export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, string[]>, writer: ImageWriter, pageSize: number, stats: MemoryStats, backings: Backings): void {
   const pagemap = new Pagemap(pid);
   const buf = Buffer.allocUnsafe(CHUNK);
   let memFd = -1;
   try {
     for (const m of maps) {
       const rec = areaRecord(pid, m, flags.get(m.start) ?? []);
+      if (BACKED.has(rec.type)) rec.fileId = backings.idFor(pid, m, writer, buf);
       writer.record(rec);
       stats.areas++;
       const mode = pagemapMode(rec);
@@ -123,14 +169,16 @@ const MADVISE: Record<string, number> = { dd: 16, wf: 18, dc: 10, hg: 14, nh: 15
  * Maps one recorded area at its address in the process being restored and fills its pages
  * from the image (opened in the target as `imageFd`). Protections are final on return.
  */
-export function restoreArea(task: RemoteTask, area: MemoryAreaRecord, pages: PagesRecord[], imageFd: number): void {
+export function restoreArea(task: RemoteTask, area: MemoryAreaRecord, pages: PagesRecord[], imageFd: number, backingFd?: number): void {
   const length = area.end - area.start;
   const prot = (area.prot.read ? PROT.READ : 0) | (area.prot.write ? PROT.WRITE : 0) | (area.prot.exec ? PROT.EXEC : 0);
   const fill = pages.length > 0;
   let flags = MAP.FIXED | (area.shared ? MAP.SHARED : MAP.PRIVATE);
   if (area.vmFlags.includes('gd')) flags |= MAP.GROWSDOWN;
   let fd = -1;
-  if (area.type === 'file') {
+  if (backingFd !== undefined) {
+    fd = backingFd;
+  } else if (area.type === 'file') {
     const mode = area.shared && area.prot.write ? O.RDWR : O.RDONLY;
     fd = task.call(`open(${area.path})`, SYS.openat, AT_FDCWD, task.putString(area.path!), mode | O.CLOEXEC, 0);
   } else {

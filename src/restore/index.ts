@@ -351,7 +351,13 @@ class Session {
       for (const area of data.areas) {
         if (SPECIAL_AREAS.has(area.type)) continue;
         const inside = pages.filter((p) => p.addr >= area.start && p.addr < area.end);
-        restoreArea(task, area, inside, imageFd);
+        // memfd, deleted and shared anonymous areas map the one recreated backing object.
+        const backing = area.fileId === undefined ? undefined : this.pullFd(b, this.localFor(area.fileId, this.context()));
+        try {
+          restoreArea(task, area, inside, imageFd, backing);
+        } finally {
+          if (backing !== undefined) task.raw(SYS.close, backing);
+        }
       }
     } finally {
       task.raw(SYS.close, imageFd);
@@ -402,30 +408,46 @@ class Session {
     log.info('vDSO layout differs: trampolines installed', { pid: b.rec.pid, old: oldVdso.start, new: newVdso.start });
   }
 
+  /**
+   * A pidfd of the restorer inside the target, parked above every fd number the process will
+   * use, so that installing fds never lands on it.
+   */
+  private pidfds = new Map<number, number>();
+  private restorerPidfd(b: Building): number {
+    let fd = this.pidfds.get(b.rec.pid);
+    if (fd === undefined) {
+      const task = b.task;
+      const fds = this.plan.of(b.rec.pid).fds;
+      const high = Math.max(2, ...fds.map((f) => f.fd)) + 1;
+      const first = task.call('pidfd_open(restorer)', SYS.pidfd_open, process.pid, 0);
+      fd = task.call('fcntl(F_DUPFD_CLOEXEC)', SYS.fcntl, first, 1030, high);
+      task.call('close', SYS.close, first);
+      this.pidfds.set(b.rec.pid, fd);
+    }
+    return fd;
+  }
+
+  /** Copies the restorer's `local` fd into the target (pidfd_getfd); returns its number there. */
+  private pullFd(b: Building, local: number): number {
+    return b.task.call('pidfd_getfd', SYS.pidfd_getfd, this.restorerPidfd(b), local, 0);
+  }
+
   private async restoreFds(b: Building): Promise<void> {
     const fds = this.plan.of(b.rec.pid).fds;
-    if (fds.length === 0) return;
     const task = b.task;
     const ctx = this.context();
-    // Our pidfd and the fd pulled in must never sit on a number we are about to fill.
-    const high = Math.max(...fds.map((f) => f.fd)) + 1;
-    const pidfd0 = task.call('pidfd_open(restorer)', SYS.pidfd_open, process.pid, 0);
-    const pidfd = task.call('fcntl(F_DUPFD_CLOEXEC)', SYS.fcntl, pidfd0, 1030, high);
-    task.call('close', SYS.close, pidfd0);
-    try {
-      for (const f of fds) {
-        const local = this.localFor(f.object, ctx);
-        const got = task.call(`pidfd_getfd(${f.fd})`, SYS.pidfd_getfd, pidfd, local, 0);
-        if (got !== f.fd) {
-          task.call(`dup3(${f.fd})`, SYS.dup3, got, f.fd, f.cloexec ? O.CLOEXEC : 0);
-          task.call('close', SYS.close, got);
-        } else {
-          task.call('fcntl(F_SETFD)', SYS.fcntl, f.fd, 2, f.cloexec ? 1 : 0);
-        }
+    for (const f of fds) {
+      const got = this.pullFd(b, this.localFor(f.object, ctx));
+      if (got !== f.fd) {
+        task.call(`dup3(${f.fd})`, SYS.dup3, got, f.fd, f.cloexec ? O.CLOEXEC : 0);
+        task.call('close', SYS.close, got);
+      } else {
+        task.call('fcntl(F_SETFD)', SYS.fcntl, f.fd, 2, f.cloexec ? 1 : 0);
       }
-    } finally {
-      task.raw(SYS.close, pidfd);
     }
+    const pidfd = this.pidfds.get(b.rec.pid);
+    if (pidfd !== undefined) task.raw(SYS.close, pidfd);
+    this.pidfds.delete(b.rec.pid);
     // epoll interest lists name the target's own fd numbers: only now do they all exist.
     for (const f of fds) {
       const obj = this.plan.objects.get(f.object);
@@ -512,13 +534,10 @@ class Session {
     }
   }
 
-  /** Unmapping the page we execute from ends in a fault at the trap: expected, suppressed. */
+  /** The syscall page unmaps itself; the thread stays in the syscall-exit stop for finishThread. */
   private removeWorkArea(b: Building): void {
-    try {
-      b.task.raw(SYS.munmap, this.work, WORK_PAGES * PAGE);
-    } catch (err) {
-      if (!(err instanceof ProcessError && err.details.signal === SIG.SEGV)) throw err;
-    }
+    const r = pt.remoteSyscallLast(b.task.tid, b.task.insn, SYS.munmap, [this.work, WORK_PAGES * PAGE]);
+    if (r !== 0n) throw new ProcessError('E_RESTORE', `munmap of the syscall page failed: ${r}`, { pid: b.rec.pid });
   }
 
   waitRoot(): number {
