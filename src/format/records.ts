@@ -235,6 +235,8 @@ export interface FileRecord extends RecordBase {
   contents?: Payload;
   /** This open file description is another open of the deleted/memfd file of that record. */
   sameFileAs?: number;
+  /** memfd F_SEAL_* bits (F_GET_SEALS). */
+  seals?: number;
 }
 
 export interface PipeRecord extends RecordBase {
@@ -443,6 +445,8 @@ export interface TimerfdRecord extends RecordBase {
   valueNs: number;
   /** TFD_TIMER_* flags given to timerfd_settime. */
   settimeFlags: number;
+  /** Expirations not yet read (restored with TFD_IOC_SET_TICKS). */
+  ticks?: number;
 }
 
 export interface SignalfdRecord extends RecordBase {
