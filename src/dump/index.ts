@@ -56,6 +56,8 @@ export interface DumpResult {
   sha256: string;
   /** Whether a network lock is in place (TCP sockets were dumped). */
   locked: boolean;
+  /** Milliseconds per phase while frozen: freeze, layout, state, memory, files, sync. */
+  phases: Record<string, number>;
   /** With keepFrozen: ends the freeze. */
   release?: (how: 'kill' | 'thaw') => Promise<void>;
 }
@@ -146,7 +148,15 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
 
   const zombies = new Set(pids.filter((p) => readStat(p).state === 'Z'));
   const frozen = new Frozen(pids.filter((p) => !zombies.has(p)));
+  const phases: Record<string, number> = {};
+  let mark = process.hrtime.bigint();
+  const phase = (name: string) => {
+    const now = process.hrtime.bigint();
+    phases[name] = (phases[name] ?? 0) + Number(now - mark) / 1e6;
+    mark = now;
+  };
   frozen.freeze();
+  phase('freeze');
   let writer: ImageWriter | undefined;
   const localFds: number[] = [];
   const undo: (() => void)[] = [];
@@ -179,6 +189,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       // the same after the handoff: let it finish the call first.
       const vdso = m.find((a) => a.special === '[vdso]');
       if (vdso) for (const tid of frozen.threads.get(pid)!) pt.stepOut(tid, vdso.start, vdso.end);
+      phase('layout');
       const parasite = Parasite.open(pid, m, PAGE_SIZE);
       try {
         const leader = parasite.task(pid);
@@ -192,7 +203,8 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
           const task = parasite.task(tid);
           w.record(dumpThread(pid, tid, task, parasite.originalMask(tid)!));
         }
-        w.record(dumpSignalActions(leader));
+        const status = readStatus(pid);
+        w.record(dumpSignalActions(leader, status.sigCgt, status.sigIgn));
         w.record(dumpPendingSignals(pid));
         w.record(dumpItimers(leader));
         for (const t of dumpPosixTimers(leader)) w.record(t);
@@ -200,7 +212,9 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
         parasite.close();
       }
       // After the parasite is gone, so that no borrowed byte or scratch page is stored.
+      phase('state');
       dumpMemory(pid, m.filter((a) => areaType(a) !== 'vsyscall'), flags, w, PAGE_SIZE, stats, backings);
+      phase('memory');
     }
 
     // File descriptors: one object per open file description, shared ones found with kcmp.
@@ -255,10 +269,12 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       w.record({ kind: 'fd', pid, fd, object: id, cloexec: (info.fdinfo.flags & O_CLOEXEC) !== 0 });
     }
     for (const fn of atEnd) fn();
+    phase('files');
     const done = w.finish();
+    phase('sync');
     writer = undefined;
     const threads = [...frozen.threads.values()].reduce((n, t) => n + t.length, 0);
-    const result: DumpResult = { image: done.path, pids, threads, bytes: done.bytes, pagesBytes: stats.bytes, frozenMs: 0, sha256: done.sha256, locked };
+    const result: DumpResult = { image: done.path, pids, threads, bytes: done.bytes, pagesBytes: stats.bytes, frozenMs: 0, sha256: done.sha256, locked, phases };
     const release = async (how: 'kill' | 'thaw') => {
       if (how === 'kill') {
         // The lock stays: the restore removes it once the sockets are back.

@@ -130,14 +130,19 @@ export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, str
   const buf = Buffer.allocUnsafe(CHUNK);
   let memFd = -1;
   try {
-    for (const m of maps) {
-      const rec = areaRecord(pid, m, flags.get(m.start) ?? []);
+    const recs = maps.map((m) => areaRecord(pid, m, flags.get(m.start) ?? []));
+    // One native call scans every area (the per-call cost exceeds a small area's scan).
+    const scan = recs.map((rec, i) => ({ i, mode: pagemapMode(rec) })).filter((x) => x.mode !== undefined);
+    const scanned = pagemap.runsMany(scan.map((x) => ({ start: recs[x.i]!.start, end: recs[x.i]!.end, mode: x.mode! })));
+    const runsOf = new Map(scan.map((x, k) => [x.i, scanned[k]!]));
+    for (let i = 0; i < maps.length; i++) {
+      const m = maps[i]!;
+      const rec = recs[i]!;
       if (BACKED.has(rec.type)) rec.fileId = backings.idFor(pid, m, writer, buf);
       writer.record(rec);
       stats.areas++;
-      const mode = pagemapMode(rec);
       // The vDSO image is kept (not restored): a kernel with another vDSO needs its symbols.
-      const runs = rec.type === 'vdso' ? [{ addr: m.start, pages: (m.end - m.start) / pageSize }] : mode ? pagemap.runs(m.start, m.end, mode) : [];
+      const runs = rec.type === 'vdso' ? [{ addr: m.start, pages: (m.end - m.start) / pageSize }] : runsOf.get(i) ?? [];
       for (const run of runs) {
         const bytes = run.pages * pageSize;
         writer.beginPayload({ kind: 'pages', pid, addr: run.addr, count: run.pages }, bytes);

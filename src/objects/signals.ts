@@ -8,13 +8,20 @@ import { decodeSiginfo } from './thread.js';
 const NSIG = 64;
 const SIGKILL = 9;
 const SIGSTOP = 19;
+const SIGCHLD = 17;
 /** struct kernel_sigaction on x86_64: handler, flags, restorer, mask (each 8 bytes). */
 const KSIGACTION_SIZE = 32;
 
-export function dumpSignalActions(task: RemoteTask): SignalActionsRecord {
+/**
+ * Only signals with a non-default disposition are asked about (caught or ignored, from
+ * /proc status), plus SIGCHLD whose flags (SA_NOCLDSTOP/NOCLDWAIT) matter even at SIG_DFL:
+ * each question is a round trip into the frozen process.
+ */
+export function dumpSignalActions(task: RemoteTask, caught: bigint, ignored: bigint): SignalActionsRecord {
   const actions: SignalAction[] = [];
+  const wanted = caught | ignored | (1n << BigInt(SIGCHLD - 1));
   for (let signal = 1; signal <= NSIG; signal++) {
-    if (signal === SIGKILL || signal === SIGSTOP) continue;
+    if (signal === SIGKILL || signal === SIGSTOP || !(wanted & (1n << BigInt(signal - 1)))) continue;
     task.call('rt_sigaction', SYS.rt_sigaction, signal, 0, task.scratch, 8);
     const b = task.get(KSIGACTION_SIZE);
     const handler = b.readBigUInt64LE(0);
