@@ -155,24 +155,33 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     phases[name] = (phases[name] ?? 0) + Number(now - mark) / 1e6;
     mark = now;
   };
-  frozen.freeze();
+  // Work that does not need the processes stopped happens before the freeze: the image file
+  // is created and the VmFlags (smaps is slow to read) are taken; areas that appear between
+  // now and the freeze are read again below.
+  const smapsBefore = new Map(frozen.pids.map((p) => [p, readSmapsFlags(p)]));
+  let writer: ImageWriter | undefined = ImageWriter.create(options.image, {
+    minKernel: '5.10',
+    sourceKernel: kernelRelease(),
+    arch: 'x86_64',
+    pageSize: PAGE_SIZE,
+    tool: { name: 'handoff', version: toolVersion() },
+    created: new Date().toISOString(),
+    hostname: hostname(),
+    features: imageFeatures(frozen.pids.map((p) => readMaps(p))),
+  });
+  mark = process.hrtime.bigint();
+  try {
+    frozen.freeze();
+  } catch (err) {
+    writer.abort();
+    throw err;
+  }
   phase('freeze');
-  let writer: ImageWriter | undefined;
   const localFds: number[] = [];
   const undo: (() => void)[] = [];
   let locked = false;
   try {
     const maps = new Map(frozen.pids.map((p) => [p, readMaps(p)]));
-    writer = ImageWriter.create(options.image, {
-      minKernel: '5.10',
-      sourceKernel: kernelRelease(),
-      arch: 'x86_64',
-      pageSize: PAGE_SIZE,
-      tool: { name: 'handoff', version: toolVersion() },
-      created: new Date().toISOString(),
-      hostname: hostname(),
-      features: imageFeatures([...maps.values()]),
-    });
     const w = writer;
     const stats: MemoryStats = { areas: 0, pages: 0, bytes: 0 };
     const newId = (() => { let id = 0; return () => ++id; })();
@@ -184,7 +193,8 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
         continue;
       }
       const m = maps.get(pid)!;
-      const flags = readSmapsFlags(pid);
+      let flags = smapsBefore.get(pid)!;
+      if (m.some((a) => !flags.has(a.start))) flags = readSmapsFlags(pid);
       // A thread caught inside the vDSO would resume mid-function in a vDSO that may not be
       // the same after the handoff: let it finish the call first.
       const vdso = m.find((a) => a.special === '[vdso]');
