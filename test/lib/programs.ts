@@ -3,7 +3,7 @@
 // file, gzip fed through a pipe). The protocol-following real programs (python3 threads, node
 // timers and workers, a bash tree) are in PROGRAMS in target.ts and run with runRoundTrip.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -66,21 +66,42 @@ export interface Job {
   midway(timeoutMs?: number): Promise<number>;
   /** Checks the job's output after it exited; returns a description of what is wrong, or ''. */
   verify(): Promise<string>;
+  /** Removes what the job made outside its work directory (a cgroup...). */
+  release?(): void;
 }
 
-/** `sha256sum FILE > out` over a fresh random file of `size` bytes. */
+/**
+ * A cgroup capping CPU at `percent` of one core (cgroup v2 cpu.max, or v1 cfs quota), so a
+ * fast program is still mid-way when the dump comes. Restored processes start outside it.
+ */
+export function cpuThrottle(percent: number): { procs: string; remove(): void } {
+  const name = `handoff-test-${process.pid}-${Date.now()}`;
+  const v2 = existsSync('/sys/fs/cgroup/cgroup.controllers') && readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').includes('cpu');
+  const dir = v2 ? `/sys/fs/cgroup/${name}` : `/sys/fs/cgroup/cpu/${name}`;
+  mkdirSync(dir);
+  if (v2) writeFileSync(`${dir}/cpu.max`, `${percent * 1000} 100000`);
+  else {
+    writeFileSync(`${dir}/cpu.cfs_period_us`, '100000');
+    writeFileSync(`${dir}/cpu.cfs_quota_us`, String(percent * 1000));
+  }
+  return { procs: `${dir}/cgroup.procs`, remove: () => rmdirSync(dir) };
+}
+
+/** `sha256sum FILE > out` over a fresh random file of `size` bytes, throttled to 5% of a CPU. */
 export async function sha256sumJob(size = 512 << 20): Promise<Job> {
   const workDir = mkdtempSync(join(tmpdir(), 'handoff-sha256sum-'));
   const input = join(workDir, 'input.bin');
   const expected = makeDataFile(input, size);
   const out = join(workDir, 'sha256sum.out');
-  const running = await startTarget('sha256sum', { workDir, noReady: true, command: ['/bin/sh', '-c', `exec sha256sum "${input}" > "${out}"`] });
+  const throttle = cpuThrottle(5);
+  const running = await startTarget('sha256sum', { workDir, noReady: true, command: ['/bin/sh', '-c', `echo $$ > "${throttle.procs}" && exec sha256sum "${input}" > "${out}"`] });
   return {
     name: 'sha256sum',
     running,
     input,
     size,
     midway: (timeoutMs) => waitMidway(running, input, size, timeoutMs),
+    release: () => throttle.remove(),
     async verify() {
       const got = readFileSync(out, 'utf8').split(' ')[0];
       return got === expected ? '' : `sha256sum printed ${got}, expected ${expected}`;
