@@ -112,7 +112,7 @@ function render(s: Summary): string {
     `records: ${Object.entries(s.records).map(([k, n]) => `${k} ${n}`).join(', ')}${s.skippedOptional.length ? `; ${s.skippedOptional.length} unknown optional skipped` : ''}`,
     '',
     `processes (${s.processes.length}):`,
-    ...table([['PID', 'PPID', 'PGID', 'SID', 'STATE', 'THREADS', 'COMM'], ...s.processes.map((p) => [p.pid, p.ppid, p.pgid, p.sid, p.state, p.threads.length ? p.threads.join(',') : '-', p.comm])]),
+    ...table([['PID', 'PPID', 'PGID', 'SID', 'STATE', 'TIDS', 'COMM'], ...s.processes.map((p) => [p.pid, p.ppid, p.pgid, p.sid, p.state, p.threads.length ? p.threads.join(',') : '-', p.comm])]),
     '',
     `memory (${bytes(s.memory.storedBytes)} of pages stored):`,
     ...table([['TYPE', 'AREAS', 'MAPPED', 'STORED'], ...Object.entries(s.memory.byType).map(([t, m]) => [t, m.areas, bytes(m.mappedBytes), bytes(m.storedBytes)])]),
