@@ -56,7 +56,9 @@ cd "$stage"
 
 # Shared libraries (and the dynamic loader) of every binary, at their own paths.
 copy_libs() {
-  ldd "$1" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | while read -r lib; do
+  { ldd "$1" 2>/dev/null || true; } | { grep -oE '/[^ ]+\.so[^ ]*' || true; } | while read -r lib; do
+    # (ldd on a musl add-on prints error lines that look like paths: skip what is not a file.)
+    [ -e "$lib" ] || continue
     [ -e "$stage$lib" ] || cp -L --parents "$lib" "$stage/"
   done
 }
