@@ -1,13 +1,11 @@
 // Typed bindings for native/src/ptrace.c and native/src/spawn.c: freezing, registers,
 // tracee memory, remote syscalls, and creating a process with a chosen pid.
 import { ProcessError, SyscallError } from '../errors.js';
+import { REGISTER_NAMES } from '../format/records.js';
 import { bind, T } from './lib.js';
 
-/** struct user_regs_struct field order (x86_64 user ABI, <sys/user.h>). */
-export const REG_NAMES = [
-  'r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx', 'rsi', 'rdi',
-  'orig_rax', 'rip', 'cs', 'eflags', 'rsp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
-] as const;
+/** struct user_regs_struct field order (x86_64 user ABI, <sys/user.h>): the format's names. */
+export const REG_NAMES = REGISTER_NAMES;
 export type RegName = (typeof REG_NAMES)[number];
 export type Regs = Record<RegName, bigint>;
 

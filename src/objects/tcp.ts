@@ -18,6 +18,7 @@ import { BlockedError, NetworkError, SyscallError, type Blocker } from '../error
 import { logger } from '../log.js';
 import { closeFd, takeFd } from '../native/fd.js';
 import * as S from '../native/socket.js';
+import type { InetAddress, SocketOptions, TcpRecord as TcpRecordV1, TcpRepair } from '../format/records.js';
 import type { DumpContext, FdInfo, FdObjectModule, ImageRecord, RestoreContext } from './types.js';
 
 const log = logger('tcp');
@@ -27,54 +28,13 @@ const O_CLOEXEC = 0o2000000;
 const SOCK_NONBLOCK = 0o4000;
 const O_ACCMODE_AND_STATUS = ~O_CLOEXEC;
 
-export interface InetAddress {
-  address: string;
-  port: number;
-}
-
-export interface TcpRepairRecord {
-  sendSeq: number;
-  recvSeq: number;
-  sendQueue: Uint8Array;
-  recvQueue: Uint8Array;
-  unsentBytes: number;
-  mss: number;
-  sndWscale: number;
-  rcvWscale: number;
-  sackOk: boolean;
-  timestamps: boolean;
-  tsOffset?: number;
-  window: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
-}
-
-export interface TcpRecord extends ImageRecord {
-  kind: 'tcp';
-  id: number;
-  family: 'inet' | 'inet6';
-  state: string;
-  local: InetAddress;
-  remote: InetAddress;
-  options: SocketOptions;
-  backlog?: number;
-  repair?: TcpRepairRecord;
-  flags: number;
-}
+// The record shapes are the format's (src/format/records.ts); the intersection with
+// ImageRecord lets them pass through the generic object-module contract.
+export type { InetAddress, SocketOptions };
+export type TcpRepairRecord = TcpRepair;
+export type TcpRecord = TcpRecordV1 & ImageRecord;
 
 // ---------------------------------------------------------------- socket options (shared with udp)
-
-export interface SocketOptions {
-  nodelay?: boolean;
-  keepalive?: boolean;
-  keepIdle?: number;
-  keepIntvl?: number;
-  keepCnt?: number;
-  reuseAddr?: boolean;
-  reusePort?: boolean;
-  sndBuf?: number;
-  rcvBuf?: number;
-  linger?: { onoff: boolean; seconds: number };
-  [option: string]: unknown;
-}
 
 type IntOption = { key: string; level: number; name: number; bool?: boolean; tcpOnly?: boolean; v6Only?: boolean; v4Only?: boolean; beforeBind?: boolean };
 

@@ -5,20 +5,13 @@ import { NetworkError, SyscallError, type Blocker } from '../errors.js';
 import { logger } from '../log.js';
 import { closeFd } from '../native/fd.js';
 import * as S from '../native/socket.js';
-import { applyInetOptions, familyOf, fileFlags, inetAddr, readInetOptions, socketIdentity, socketTypeFlags, toSockAddr, type InetAddress, type SocketOptions } from './tcp.js';
+import { applyInetOptions, familyOf, fileFlags, inetAddr, readInetOptions, socketIdentity, socketTypeFlags, toSockAddr } from './tcp.js';
+import type { UdpRecord as UdpRecordV1 } from '../format/records.js';
 import type { DumpContext, FdInfo, FdObjectModule, ImageRecord, RestoreContext } from './types.js';
 
 const log = logger('udp');
 
-export interface UdpRecord extends ImageRecord {
-  kind: 'udp';
-  id: number;
-  family: 'inet' | 'inet6';
-  local: InetAddress;
-  remote?: InetAddress;
-  options: SocketOptions;
-  flags: number;
-}
+export type UdpRecord = UdpRecordV1 & ImageRecord;
 
 function isUdp(info: FdInfo): boolean {
   if (!info.link.startsWith('socket:')) return false;

@@ -15,24 +15,14 @@ import { logger } from '../log.js';
 import { closeFd } from '../native/fd.js';
 import * as S from '../native/socket.js';
 import { fileFlags } from './tcp.js';
+import type { UnixRecord as UnixRecordV1 } from '../format/records.js';
 import type { DumpContext, FdInfo, FdObjectModule, ImageRecord, RestoreContext } from './types.js';
 
 const log = logger('unix');
 
 const O_NONBLOCK = 0o4000;
 
-export interface UnixRecord extends ImageRecord {
-  kind: 'unix';
-  id: number;
-  type: 'stream' | 'dgram' | 'seqpacket';
-  address?: { path: string } | { abstract: Uint8Array };
-  peer?: number;
-  state: string;
-  backlog?: number;
-  queue: { data: Uint8Array; fds: number[] }[];
-  flags: number;
-  shutdown: number;
-}
+export type UnixRecord = UnixRecordV1 & ImageRecord;
 
 const TYPES: Record<number, UnixRecord['type']> = { [S.SOCK_STREAM]: 'stream', [S.SOCK_DGRAM]: 'dgram', [S.SOCK_SEQPACKET]: 'seqpacket' };
 const TYPE_NUMBERS = { stream: S.SOCK_STREAM, dgram: S.SOCK_DGRAM, seqpacket: S.SOCK_SEQPACKET } as const;
