@@ -303,8 +303,10 @@ function restore(raw: ImageRecord, ctx: RestoreContext): number {
     if (record.state === 'ESTABLISHED') {
       if (!record.repair) throw new NetworkError('E_TCP_REPAIR', 'established TCP record without repair state', details);
       const st = repairStateOf(record.repair);
-      S.tcpRepair(fd, S.TCP_REPAIR_ON);
+      // Options first: repair mode forces address reuse, and setting SO_REUSEADDR afterwards
+      // would take that back (bind then collides with the restored listener's port).
       applyInetOptions(fd, record.family, true, record.options, 'beforeBind');
+      S.tcpRepair(fd, S.TCP_REPAIR_ON);
       applyInetOptions(fd, record.family, true, record.options, 'buffers');
       S.tcpRepairSetSeqs(fd, st);
       // Repair mode forces address reuse for bind, and connect() skips the handshake.

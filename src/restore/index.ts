@@ -557,7 +557,15 @@ class Session {
         /* best effort */
       }
     }
-    for (const fd of this.localFds.values()) closeFd(fd);
+    // Best effort: a module's abort hook may have closed its fd already; nothing here may
+    // hide the error that made us abort.
+    for (const fd of this.localFds.values()) {
+      try {
+        closeFd(fd);
+      } catch {
+        /* closed already */
+      }
+    }
     for (const pid of this.created) {
       try {
         process.kill(pid, 'SIGKILL');
