@@ -1,6 +1,6 @@
 // handoff dump: discover -> preflight -> freeze -> read state -> write image -> kill or thaw.
 // Until the image is complete and synced, any failure thaws the targets: nothing is lost.
-import { fstatSync } from 'node:fs';
+import { fstatSync, readlinkSync } from 'node:fs';
 import { hostname, release as kernelRelease } from 'node:os';
 import { BlockedError, ProcessError, asHandoffError, type Blocker } from '../errors.js';
 import { logger } from '../log.js';
@@ -11,6 +11,7 @@ import { children, listFds, readFdinfo, flatFdinfo, readMaps, readSmapsFlags, re
 import { closeFd, sameOpenFile, takeFd } from '../native/fd.js';
 import { fdModules } from '../objects/index.js';
 import { lockEntry } from '../objects/tcp.js';
+import { dumpNetconfig } from '../objects/netconfig.js';
 import { lock, unlock, type LockSpec } from '../handoff/netlock.js';
 import { Backings, areaType, dumpMemory, memoryBlockers, type MemoryStats } from '../objects/memory.js';
 import { dumpProcess } from '../objects/process.js';
@@ -43,6 +44,8 @@ export interface DumpOptions {
   keepFrozen?: boolean;
   /** nftables table for the network lock (default "handoff"). */
   lockTable?: string;
+  /** Record the host network configuration (default true). */
+  netconfig?: boolean;
 }
 
 export interface DumpResult {
@@ -100,6 +103,10 @@ export function preflight(pids: number[]): Blocker[] {
     if (status.state.startsWith('Z')) continue;
     if (status.tracerPid !== 0) blockers.push({ code: 'B_TRACED', pid, reason: `already traced by pid ${status.tracerPid}` });
     if (status.seccomp === 2) blockers.push({ code: 'B_SECCOMP', pid, reason: 'seccomp filters are not supported yet' });
+    // Sockets are restored, and the network lock installed, in the restorer's namespaces.
+    for (const ns of ['net', 'mnt', 'pid', 'user', 'ipc', 'uts']) {
+      if (readlinkSync(`/proc/${pid}/ns/${ns}`) !== readlinkSync(`/proc/self/ns/${ns}`)) blockers.push({ code: 'B_NAMESPACE', pid, reason: `runs in another ${ns} namespace than handoff; namespaces are not handed off yet (run handoff inside them)` });
+    }
     blockers.push(...memoryBlockers(pid, readMaps(pid)));
     for (const { fd, link } of listFds(pid)) {
       let info: FdInfo;
@@ -169,6 +176,14 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     hostname: hostname(),
     features: imageFeatures(frozen.pids.map((p) => readMaps(p))),
   });
+  if (options.netconfig !== false) {
+    try {
+      writer.record(await dumpNetconfig());
+    } catch (err) {
+      writer.abort();
+      throw err;
+    }
+  }
   mark = process.hrtime.bigint();
   try {
     frozen.freeze();

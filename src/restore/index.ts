@@ -6,13 +6,14 @@ import { resolve } from 'node:path';
 import { ProcessError, HandoffError, asHandoffError } from '../errors.js';
 import { logger } from '../log.js';
 import { checkKernel, openImage, readPayload, type Image } from '../format/reader.js';
-import type { PayloadRef, ClocksRecord, CredentialsRecord, FdRecord, ItimersRecord, MemoryAreaRecord, PagesRecord, PosixTimerRecord, ProcessRecord, SignalActionsRecord, SignalsPendingRecord, ThreadRecord } from '../format/records.js';
+import type { NetconfigRecord, PayloadRef, ClocksRecord, CredentialsRecord, FdRecord, ItimersRecord, MemoryAreaRecord, PagesRecord, PosixTimerRecord, ProcessRecord, SignalActionsRecord, SignalsPendingRecord, ThreadRecord } from '../format/records.js';
 import { readMaps, type MapEntry } from '../kernel/proc.js';
 import { nativeBuildDir } from '../native/lib.js';
 import * as pt from '../native/ptrace.js';
 import { moduleForKind, restoreEpollInterest } from '../objects/index.js';
 import { SPECIAL_AREAS, restoreArea } from '../objects/memory.js';
 import { trampolinePage } from '../objects/vdso.js';
+import { restoreNetconfig, type NetconfigDiff } from '../objects/netconfig.js';
 import { restoreComm, restoreMm, restoreProcessAttributes } from '../objects/process.js';
 import { restoreCredentials } from '../objects/credentials.js';
 import { restorePendingSignals, restoreSignalActions } from '../objects/signals.js';
@@ -40,6 +41,8 @@ export interface RestoreOptions {
   detach?: boolean;
   /** nftables table of the network lock to remove once sockets are back (default "handoff"). */
   lockTable?: string;
+  /** Add back recorded addresses and routes that this host lacks. */
+  reapplyNetwork?: boolean;
 }
 
 export interface RestoreResult {
@@ -47,6 +50,8 @@ export interface RestoreResult {
   threads: number;
   /** Exit status of the root when not detached. */
   exitCode?: number;
+  /** How this host's network configuration differs from the recorded one. */
+  network?: NetconfigDiff;
   ms: { verify: number; restore: number };
 }
 
@@ -162,6 +167,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const plan = new Plan(image);
     if (plan.processes.length === 0) throw new HandoffError('E_IMAGE_EMPTY', 'the image holds no process', { path: imagePath }, { exitCode: 3 });
     checkPidsFree(plan);
+    // Addresses and routes first: a restored listener may need its address back to bind.
+    const net = image.records.find((r) => r.kind === 'netconfig') as NetconfigRecord | undefined;
+    const network = net ? await restoreNetconfig(net, options.reapplyNetwork ?? false) : undefined;
     const t1 = process.hrtime.bigint();
     const session = new Session(plan, imagePath, options.lockTable);
     try {
@@ -177,6 +185,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       threads: plan.processes.reduce((n, p) => n + plan.of(p.pid).threads.length, 0),
       ms: { verify: Number(t1 - t0) / 1e6, restore: Number(t2 - t1) / 1e6 },
     };
+    if (network) result.network = network;
     if (!options.detach) result.exitCode = session.waitRoot();
     return result;
   } finally {
