@@ -13,7 +13,7 @@ declare -A NEED=(
   [redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx
   [gzip]=gzip [sha256sum]=coreutils [setsid]=util-linux [curl]=curl
   [ss]=iproute2 [strace]=strace [dpkg-deb]=dpkg
-  [depmod]=kmod [setpriv]=util-linux [flock]=util-linux
+  [depmod]=kmod [setpriv]=util-linux [flock]=util-linux [mke2fs]=e2fsprogs
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

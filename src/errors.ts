@@ -110,7 +110,7 @@ export class ProcessError extends HandoffError {
 
 /** The running kernel lacks something the operation needs. */
 export class KernelError extends HandoffError {
-  constructor(code: 'E_KERNEL_FEATURE' | 'E_KERNEL_VERSION' | 'E_NOT_ROOT', message: string, details: ErrorDetails = {}, cause?: unknown) {
+  constructor(code: 'E_KERNEL_FEATURE' | 'E_KERNEL_VERSION' | 'E_NOT_ROOT' | 'E_KEXEC', message: string, details: ErrorDetails = {}, cause?: unknown) {
     super(code, message, details, { cause, exitCode: EXIT.kernel });
   }
 }

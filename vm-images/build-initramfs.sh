@@ -15,7 +15,7 @@ out="$cache/images"
 stage="$cache/stage"
 
 [ "$(id -u)" = 0 ] || { echo "build-initramfs: must run as root (device nodes, file owners)" >&2; exit 1; }
-for cmd in busybox kexec nft node cpio zstd; do
+for cmd in busybox kexec nft node cpio zstd gcc; do
   command -v "$cmd" >/dev/null || { echo "build-initramfs: $cmd missing (run scripts/setup.sh)" >&2; exit 1; }
 done
 ls "$kernels"/*/.complete >/dev/null 2>&1 || { echo "build-initramfs: no kernels (run fetch-kernels.sh)" >&2; exit 1; }
@@ -80,6 +80,8 @@ find opt/handoff -type f \( -name '*.node' -o -name '*.so' \) | while read -r so
 # Drop other platforms' prebuilt add-ons and source maps: they only cost space.
 find opt/handoff/node_modules -type d -path '*prebuilds/*' ! -name 'linux-x64*' -prune -exec rm -rf {} + 2>/dev/null || true
 ln -s /opt/handoff/bin/handoff.js usr/bin/handoff
+# Scripts start with #!/usr/bin/env node; busybox puts its applets in /bin only.
+[ -e usr/bin/env ] || ln -s /bin/busybox usr/bin/env
 
 # Kernel modules of every kernel, and which series each release belongs to.
 for k in "$kernels"/*/; do
@@ -90,6 +92,14 @@ done
 
 cp "$here/guest/init" init
 cp "$here/guest/handoff-media" "$here/guest/handoff-kexec" usr/bin/
+# The workload of the handoff tests and demo (static: no libraries to carry).
+gcc -O2 -Wall -Wextra -Werror -static -o usr/bin/handoff-workload "$here/guest/workload.c"
+# The resume hook `handoff prepare` installs on systems without systemd. The guest's root
+# file system is this initramfs, rebuilt on every boot, so it is installed here already
+# (it does nothing unless handoff.resume= is on the kernel command line).
+mkdir -p etc/init.d
+node --input-type=module -e "import { initScript } from '$project/dist/src/handoff/hooks.js'; process.stdout.write(initScript({ node: '/usr/bin/node', bin: '/opt/handoff/bin/handoff.js' }))" > etc/init.d/handoff-resume
+chmod 755 etc/init.d/handoff-resume
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > etc/passwd
 printf 'root:x:0:\nnogroup:x:65534:\n' > etc/group
 printf '127.0.0.1 localhost\n::1 localhost\n10.0.2.2 host\n' > etc/hosts
@@ -110,6 +120,8 @@ ln "$out/initrd.img" "$media/initrd.img"
 for k in "$kernels"/*/; do
   release="$(cat "$k/release")"
   ln "$k/vmlinuz" "$media/vmlinuz-$release"
+  # The build configuration, where prepare's preflight looks for it (/boot/config-RELEASE).
+  [ -f "$k/config" ] && ln "$k/config" "$media/config-$release"
   echo "$release" > "$media/series/$(basename "$k")"
 done
 (cd "$media" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) > "$out/media.img.new"

@@ -65,6 +65,11 @@ export interface GuestOptions {
    */
   cpu?: string;
   hostForwards?: HostForward[];
+  /**
+   * A writable ext4 disk of this size (serial handoff-scratch), mounted by the guest's init at
+   * /var/lib/handoff on every boot: what is written there survives the kexec.
+   */
+  scratchMiB?: number;
   /** QEMU is killed after this long; default 5 minutes. */
   timeoutMs?: number;
   /** Called for every marker as it arrives. */
@@ -189,7 +194,14 @@ export async function startGuest(options: GuestOptions): Promise<RunningGuest> {
     '-device', 'virtio-rng-pci',
     '-fw_cfg', `name=opt/handoff/script,file=${scriptPath}`,
   ];
-  if (media) args.push('-drive', `file=${media},if=virtio,format=raw,readonly=on`);
+  // Explicit devices, in this order: the media disk must stay /dev/vda (handoff-media reads it).
+  if (media) args.push('-drive', `file=${media},if=none,id=media,format=raw,readonly=on`, '-device', 'virtio-blk-pci,drive=media,serial=handoff-media');
+  if (options.scratchMiB) {
+    const scratch = join(workDir, 'scratch.img');
+    // Features every kernel of the matrix mounts (5.10 knows neither orphan_file nor metadata_csum_seed).
+    await execa('mke2fs', ['-q', '-F', '-t', 'ext4', '-O', '^orphan_file,^metadata_csum_seed', '-L', 'handoff-scratch', scratch, `${options.scratchMiB}M`]);
+    args.push('-drive', `file=${scratch},if=none,id=scratch,format=raw`, '-device', 'virtio-blk-pci,drive=scratch,serial=handoff-scratch');
+  }
 
   const started = performance.now();
   // setpriv --pdeathsig: QEMU gets SIGKILL when this process dies in any way (a tap timeout

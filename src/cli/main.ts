@@ -11,6 +11,9 @@ const VERBS: Record<string, () => Promise<{ command: Command }>> = {
   restore: () => import('./restore.js'),
   check: () => import('./check.js'),
   unlock: () => import('./unlock.js'),
+  prepare: () => import('./prepare.js'),
+  resume: () => import('./resume.js'),
+  abort: () => import('./abort.js'),
 };
 
 const EXIT_HELP = `Exit codes:

@@ -1,0 +1,104 @@
+// handoff abort: undoes a prepare that will not jump, from another process: the preparing
+// process was killed (the watchdog runs this by itself then), or a prepare without --exec
+// staged a kernel that is no longer wanted. Processes need no thawing: they were frozen with
+// ptrace, which lets them run as soon as the tracer is gone. What may be left is undone here:
+// TCP sockets a dump left in repair mode (switched off again: the connection carries on),
+// the network lock tables, the staged kernel, a half-written store, the pending record.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { logger } from '../log.js';
+import { listFds } from '../kernel/proc.js';
+import { closeFd, takeFd } from '../native/fd.js';
+import { IPPROTO_TCP, TCP_REPAIR_OFF, tcpRepair, tryGetsockoptInt } from '../native/socket.js';
+import { listTables, unlock } from './netlock.js';
+import { kexecLoaded, unloadKernel } from './kexec.js';
+import { discardStore } from './prepare.js';
+import { clearPending, readPending, type PendingState } from './state.js';
+import { HandoffError } from '../errors.js';
+
+const log = logger('abort');
+const TCP_REPAIR = 19;
+
+export interface AbortReport {
+  /** Nothing was pending. */
+  nothing: boolean;
+  pending?: PendingState;
+  repairedSockets: { pid: number; fd: number }[];
+  unlockedTables: string[];
+  kernelUnloaded: boolean;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Switches repair mode off on every TCP socket of these processes that is still in it. */
+export function leaveRepairMode(pids: number[]): { pid: number; fd: number }[] {
+  const fixed: { pid: number; fd: number }[] = [];
+  for (const pid of pids) {
+    let fds;
+    try {
+      fds = listFds(pid);
+    } catch {
+      continue;
+    }
+    for (const { fd, link } of fds) {
+      if (!link.startsWith('socket:')) continue;
+      let local: number;
+      try {
+        local = takeFd(pid, fd);
+      } catch {
+        continue;
+      }
+      try {
+        if (tryGetsockoptInt(local, IPPROTO_TCP, TCP_REPAIR) === 1) {
+          // TCP_REPAIR_OFF (not _NO_WP) sends a window probe: the peer hears from us at once.
+          tcpRepair(local, TCP_REPAIR_OFF);
+          fixed.push({ pid, fd });
+        }
+      } catch (err) {
+        log.error('cannot switch repair mode off', { pid, fd, error: String(err) });
+      } finally {
+        closeFd(local);
+      }
+    }
+  }
+  return fixed;
+}
+
+/** Our lock tables: the default one and the per-tree ones prepare uses. */
+export async function ourLockTables(): Promise<string[]> {
+  const tables = await listTables().catch(() => [] as string[]);
+  return tables.filter((t) => /^inet handoff(_t\d+)?$/.test(t)).map((t) => t.slice('inet '.length));
+}
+
+export async function abort(options: { watch?: number; force?: boolean } = {}): Promise<AbortReport> {
+  if (options.watch !== undefined) {
+    while (alive(options.watch)) await sleep(100);
+    const p = readPending();
+    // The preparer finished its own business (jumped, or rolled back and cleared the record).
+    if (!p || p.preparer !== options.watch || p.phase === 'staged') return { nothing: true, repairedSockets: [], unlockedTables: [], kernelUnloaded: false };
+    log.warn('the preparing process died before the jump: undoing its prepare', { preparer: p.preparer, phase: p.phase });
+  }
+  const pending = readPending();
+  if (pending && pending.phase !== 'staged' && alive(pending.preparer) && pending.preparer !== process.pid) {
+    if (!options.force) throw new HandoffError('E_PREPARE_RUNNING', `handoff prepare (pid ${pending.preparer}) is still running; it undoes its own work on failure (use --force to kill it first)`, { pid: pending.preparer });
+    process.kill(pending.preparer, 'SIGKILL');
+    while (alive(pending.preparer)) await sleep(20);
+  }
+  const repairedSockets = pending ? leaveRepairMode(pending.pids) : [];
+  const unlockedTables: string[] = [];
+  const tables = new Set([...(pending?.lockTables ?? []), ...(await ourLockTables())]);
+  for (const table of tables) if (await unlock({ table }).catch(() => false)) unlockedTables.push(table);
+  let kernelUnloaded = false;
+  if (pending?.kernelStaged && kexecLoaded()) kernelUnloaded = await unloadKernel();
+  if (pending) {
+    discardStore(pending.store, pending.tempFiles);
+    clearPending();
+  }
+  return { nothing: !pending, pending, repairedSockets, unlockedTables, kernelUnloaded };
+}
