@@ -98,40 +98,30 @@ HND_EXPORT int hnd_get_rseq(int tid, uint64_t *out) {
   return 0;
 }
 
-/* Writes bytes into the tracee with POKEDATA, which (unlike process_vm_writev) also
- * writes read-only and executable pages. Unaligned head/tail are merged word-wise. */
-HND_EXPORT int hnd_poke(int tid, uint64_t addr, const uint8_t *data, int len) {
-  uint64_t a = addr & ~7ULL;
+/* Moves len bytes between the tracee at addr and buf word by word with PEEKDATA/POKEDATA,
+ * which (unlike process_vm_writev) also reach read-only and executable pages. Unaligned
+ * head and tail words are merged. */
+static int transfer(int tid, uint64_t addr, uint8_t *buf, int len, int write) {
   uint64_t end = addr + (uint64_t)len;
-  for (; a < end; a += 8) {
+  for (uint64_t a = addr & ~7ULL; a < end; a += 8) {
     errno = 0;
     long word = ptrace(PTRACE_PEEKDATA, tid, a, 0);
     if (errno) return -errno;
     uint8_t *w = (uint8_t *)&word;
     for (int i = 0; i < 8; i++) {
       uint64_t at = a + (uint64_t)i;
-      if (at >= addr && at < end) w[i] = data[at - addr];
+      if (at < addr || at >= end) continue;
+      if (write) w[i] = buf[at - addr];
+      else buf[at - addr] = w[i];
     }
-    if (ptrace(PTRACE_POKEDATA, tid, a, word) < 0) return -errno;
+    if (write && ptrace(PTRACE_POKEDATA, tid, a, word) < 0) return -errno;
   }
   return 0;
 }
 
-HND_EXPORT int hnd_peek(int tid, uint64_t addr, uint8_t *out, int len) {
-  uint64_t a = addr & ~7ULL;
-  uint64_t end = addr + (uint64_t)len;
-  for (; a < end; a += 8) {
-    errno = 0;
-    long word = ptrace(PTRACE_PEEKDATA, tid, a, 0);
-    if (errno) return -errno;
-    uint8_t *w = (uint8_t *)&word;
-    for (int i = 0; i < 8; i++) {
-      uint64_t at = a + (uint64_t)i;
-      if (at >= addr && at < end) out[at - addr] = w[i];
-    }
-  }
-  return 0;
-}
+HND_EXPORT int hnd_poke(int tid, uint64_t addr, uint8_t *data, int len) { return transfer(tid, addr, data, len, 1); }
+
+HND_EXPORT int hnd_peek(int tid, uint64_t addr, uint8_t *out, int len) { return transfer(tid, addr, out, len, 0); }
 
 /* Copies len bytes from the tracee at addr into buf; returns bytes copied. */
 HND_EXPORT long hnd_vm_read(int pid, uint64_t addr, uint8_t *buf, long len) {
