@@ -5,7 +5,7 @@ import { out, type Command } from './command.js';
 export const command: Command = {
   name: 'restore',
   summary: 'restore the processes of an image',
-  help: `Usage: handoff restore --image FILE [--detach] [--reapply-network] [--json]
+  help: `Usage: handoff restore --image FILE [--detach] [--reapply-network] [--lock-table NAME] [--json]
 
 Verifies the whole image (ownership, schema, digest, kernel), then recreates every process
 with its pids, memory, threads, registers, files and signals. Without --detach, waits for the
@@ -18,12 +18,13 @@ addresses and routes before any socket is restored.`,
     image: { type: 'string', short: 'i' },
     detach: { type: 'boolean', short: 'd' },
     'reapply-network': { type: 'boolean' },
+    'lock-table': { type: 'string' },
     json: { type: 'boolean' },
   },
   async run(values) {
     if (typeof values.image !== 'string') throw new UsageError('restore: --image FILE is required');
     const { restore } = await import('../restore/index.js');
-    const r = await restore({ image: values.image, detach: values.detach === true, reapplyNetwork: values['reapply-network'] === true });
+    const r = await restore({ image: values.image, detach: values.detach === true, reapplyNetwork: values['reapply-network'] === true, lockTable: typeof values['lock-table'] === 'string' ? values['lock-table'] : undefined });
     if (!values.json && r.network) {
       for (const d of r.network.differences) process.stderr.write(`handoff restore: network differs: ${d}\n`);
       for (const a of r.network.applied) process.stderr.write(`handoff restore: re-applied: ${a}\n`);
