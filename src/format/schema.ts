@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ValidateFunction, type ErrorObject } from 'ajv';
 import { FileBytes } from './cbor.js';
+import { HandoffError } from '../errors.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -20,7 +21,7 @@ export function formatDir(): string {
     if (existsSync(join(candidate, 'schema'))) return candidate;
     dir = dirname(dir);
   }
-  throw new Error('formats/v1/schema not found next to the handoff installation');
+  throw new HandoffError('E_INSTALL', 'formats/v1/schema not found next to the handoff installation (incomplete install)', { path: fileURLToPath(import.meta.url) });
 }
 
 type DataCxt = { parentData: Record<string | number, unknown>; parentDataProperty: string | number } | undefined;
