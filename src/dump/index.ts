@@ -1,14 +1,14 @@
 // handoff dump: discover -> preflight -> freeze -> read state -> write image -> kill or thaw.
 // Until the image is complete and synced, any failure thaws the targets: nothing is lost.
-import { fstatSync, readlinkSync } from 'node:fs';
+import { readlinkSync } from 'node:fs';
 import { hostname, release as kernelRelease } from 'node:os';
 import { BlockedError, ProcessError, asHandoffError, type Blocker } from '../errors.js';
 import { logger } from '../log.js';
 import { version as toolVersion } from '../version.js';
 import type { ClocksRecord, Feature } from '../format/records.js';
 import { ImageWriter } from '../format/writer.js';
-import { children, listFds, readFdinfo, flatFdinfo, readMaps, readSmapsFlags, readStat, readStatus, type MapEntry } from '../kernel/proc.js';
-import { closeFd, sameOpenFile, takeFd } from '../native/fd.js';
+import { children, listFds, readMaps, readSmapsFlags, readStat, readStatus, type MapEntry } from '../kernel/proc.js';
+import { closeFd, sameOpenFile } from '../native/fd.js';
 import { fdModules } from '../objects/index.js';
 import { lockEntry } from '../objects/tcp.js';
 import { dumpNetconfig } from '../objects/netconfig.js';
@@ -23,6 +23,7 @@ import type { DumpContext, FdInfo, ImageRecord } from '../objects/types.js';
 import type { RemoteTask } from '../ptrace/remote.js';
 import { SYS } from '../ptrace/syscalls.js';
 import { Frozen } from './freeze.js';
+import { fdInfo } from './fdinfo.js';
 import * as pt from '../native/ptrace.js';
 import { Parasite } from './parasite.js';
 
@@ -82,16 +83,6 @@ export function discover(pid: number, tree: boolean): number[] {
   const out = [pid];
   for (let i = 0; tree && i < out.length; i++) for (const c of children(out[i]!)) if (!out.includes(c)) out.push(c);
   return out;
-}
-
-function fdInfo(pid: number, fd: number, link: string): FdInfo {
-  const localFd = takeFd(pid, fd);
-  const st = fstatSync(localFd);
-  return {
-    pid, fd, localFd, link,
-    fdinfo: flatFdinfo(readFdinfo(pid, fd)),
-    stat: { mode: st.mode, ino: st.ino, dev: st.dev, rdev: st.rdev, size: st.size, uid: st.uid, gid: st.gid },
-  };
 }
 
 /** Everything that cannot be handed off, found without stopping anything. */

@@ -2,14 +2,14 @@
 // reports their numbers, FdInfo for one of its fds the way the core builds it, and minimal
 // dump/restore contexts that collect records and run finish hooks.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { takeFd, closeFd } from '../../src/native/fd.js';
-import { readFdinfo, flatFdinfo } from '../../src/kernel/proc.js';
+import { closeFd } from '../../src/native/fd.js';
 import { logger } from '../../src/log.js';
 import { describeErrors, validators } from '../../src/format/schema.js';
 import { PAYLOAD_FIELDS } from '../../src/format/records.js';
 import { FileBytes } from '../../src/format/cbor.js';
+import { fdInfo } from '../../src/dump/fdinfo.js';
 import type { DumpContext, FdInfo, FdObjectModule, ImageRecord, RestoreContext } from '../../src/objects/types.js';
 
 export interface Holder {
@@ -66,29 +66,21 @@ export async function startHolder(script: string): Promise<Holder> {
   };
 }
 
-/** FdInfo for fd `fd` of `pid`, built like the core does (pidfd_getfd, readlink, fdinfo, fstat). */
-export function fdInfoOf(pid: number, fd: number): FdInfo {
-  const localFd = takeFd(pid, fd);
-  const st = fstatSync(localFd);
-  return {
-    pid,
-    fd,
-    localFd,
-    link: readlinkSync(`/proc/${pid}/fd/${fd}`),
-    fdinfo: flatFdinfo(readFdinfo(pid, fd)),
-    stat: { mode: st.mode, ino: st.ino, dev: st.dev, rdev: st.rdev, size: st.size, uid: st.uid, gid: st.gid },
-  };
-}
+/** What the core hands a module for fd `fd` of process `pid` (the core's own function). */
+export const fdInfoOf = (pid: number, fd: number): FdInfo => fdInfo(pid, fd);
 
 export interface DumpRun {
   ctx: DumpContext;
   records: ImageRecord[];
   finish(): void;
+  /** Runs the modules' undo hooks, as the core does when a dump fails. */
+  abort(): void;
 }
 
 export function dumpContext(pids: number[]): DumpRun {
   const records: ImageRecord[] = [];
   const atEnd: (() => void)[] = [];
+  const undo: (() => void)[] = [];
   let next = 1;
   const ctx: DumpContext = {
     emit: (r) => {
@@ -105,9 +97,10 @@ export function dumpContext(pids: number[]): DumpRun {
     newId: () => next++,
     pids: new Set(pids),
     atEnd: (fn) => void atEnd.push(fn),
+    onAbort: (fn) => void undo.push(fn),
     log: logger('test-dump'),
   };
-  return { ctx, records, finish: () => atEnd.forEach((fn) => fn()) };
+  return { ctx, records, finish: () => atEnd.forEach((fn) => fn()), abort: () => undo.forEach((fn) => fn()) };
 }
 
 /** Runs preflight + dump of one fd of pid and closes the dumper's duplicate. */

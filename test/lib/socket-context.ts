@@ -1,31 +1,12 @@
 // Drives one fd-object module the way the dump/restore core does (FdInfo from /proc, a
 // record list, atFinish/onAbort hooks), so socket modules can be proven on their own.
-import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
 import { validators, describeErrors } from '../../src/format/schema.js';
 import { logger } from '../../src/log.js';
-import { takeFd } from '../../src/native/fd.js';
+import { fdInfo } from '../../src/dump/fdinfo.js';
 import type { DumpContext, FdInfo, ImageRecord, RestoreContext } from '../../src/objects/types.js';
 
-/** What the core would hand a module for fd `fd` of process `pid` (takes the fd into this process). */
-export function fdInfoOf(pid: number, fd: number): FdInfo {
-  const localFd = takeFd(pid, fd);
-  const fdinfo: FdInfo['fdinfo'] = { pos: 0, flags: 0 };
-  for (const line of readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').split('\n')) {
-    const m = /^(\w+):\s*(.*)$/.exec(line);
-    if (!m) continue;
-    const [, key, value] = m as unknown as [string, string, string];
-    fdinfo[key] = key === 'flags' ? parseInt(value, 8) : key === 'pos' || key === 'mnt_id' || key === 'ino' ? Number(value) : value;
-  }
-  const st = fstatSync(localFd);
-  return {
-    pid,
-    fd,
-    localFd,
-    link: readlinkSync(`/proc/${pid}/fd/${fd}`),
-    fdinfo,
-    stat: { mode: st.mode, ino: st.ino, dev: st.dev, rdev: st.rdev, size: st.size, uid: st.uid, gid: st.gid },
-  };
-}
+/** What the core hands a module for fd `fd` of process `pid` (the core's own function). */
+export const fdInfoOf = (pid: number, fd: number): FdInfo => fdInfo(pid, fd);
 
 export interface TestDumpContext extends DumpContext {
   records: ImageRecord[];
