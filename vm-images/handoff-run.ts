@@ -19,6 +19,8 @@ export interface HandoffRunOptions {
   timeoutMs?: number;
   onMarker?: (m: Marker) => void;
   onLine?: (line: string) => void;
+  /** Called once the host peer is connected (the demo follows its replies). */
+  onPeer?: (peer: Peer) => void;
 }
 
 export interface HandoffRunResult {
@@ -53,8 +55,8 @@ if [ "$HANDOFF_BOOT" = 1 ]; then
   kernel=/boot/vmlinuz-$rel
   MODE=${mode}
   if [ $MODE = bad-kernel ]; then
-    # A truncated kernel: its header still names the release, the kexec syscall refuses it.
-    head -c 1048576 $kernel > /tmp/vmlinuz-$rel; kernel=/tmp/vmlinuz-$rel
+    # A corrupt kernel file: its name gives the release (preflight passes), the kexec syscall refuses it.
+    head -c 4194304 /dev/urandom > /tmp/vmlinuz-$rel; kernel=/tmp/vmlinuz-$rel
   fi
   mark prepare-start mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)
   if [ $MODE = kill-after-dump ]; then export HANDOFF_TEST_STALL=after-dump; fi
@@ -103,6 +105,7 @@ export async function runHandoff(options: HandoffRunOptions): Promise<HandoffRun
     await guest.waitForMarker('workload-ready');
     peer = await Peer.connect(guest.forwards[0]!.hostPort);
     peer.start(100);
+    options.onPeer?.(peer);
     const mode = options.mode ?? 'handoff';
     if (mode === 'handoff') {
       // The guest powers off only by our kill: resume-done (or QEMU dying) ends this wait.

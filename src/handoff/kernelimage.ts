@@ -2,7 +2,7 @@
 // protocol header of the bzImage, else the file name) and its build configuration
 // (/boot/config-RELEASE or a config file next to the image), to check it against what the
 // image and the restore need.
-import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { atLeast, parseRelease } from '../kernel/release.js';
 
@@ -12,6 +12,8 @@ export interface KernelImageInfo {
   release?: string;
   /** Where the release came from. */
   source: 'bzimage-header' | 'file-name' | 'unknown';
+  /** The file is shorter than its bzImage header says (a truncated copy). */
+  truncated?: { size: number; expected: number };
   /** The whole version banner from the header ("6.12.1-amd64 (builder@...) #1 SMP ..."). */
   banner?: string;
 }
@@ -41,6 +43,16 @@ function releaseOk(release: string | undefined): release is string {
   }
 }
 
+/**
+ * Bytes a bzImage must have according to its header: (setup_sects + 1) sectors of setup
+ * (setup_sects 0 means 4) plus syssize 16-byte paragraphs of protected-mode code.
+ */
+export function bzImageExpectedSize(bytes: Buffer): number | undefined {
+  if (bytes.length < 0x210 || bytes.toString('latin1', 0x202, 0x206) !== 'HdrS') return undefined;
+  const setupSects = bytes[0x1f1] || 4;
+  return (setupSects + 1) * 512 + bytes.readUInt32LE(0x1f4) * 16;
+}
+
 export function inspectKernelImage(path: string): KernelImageInfo {
   const head = Buffer.alloc(64 * 1024);
   let got = 0;
@@ -52,7 +64,10 @@ export function inspectKernelImage(path: string): KernelImageInfo {
   }
   const banner = bzImageBanner(head.subarray(0, got));
   const fromHeader = banner?.split(/\s+/)[0];
-  if (releaseOk(fromHeader)) return { path, release: fromHeader, source: 'bzimage-header', banner };
+  const expected = bzImageExpectedSize(head.subarray(0, got));
+  const size = statSync(path).size;
+  const truncated = expected !== undefined && size < expected ? { size, expected } : undefined;
+  if (releaseOk(fromHeader)) return { path, release: fromHeader, source: 'bzimage-header', banner, truncated };
   const m = /^(?:vmlinuz|vmlinux|bzImage)-(.+)$/.exec(basename(path));
   if (releaseOk(m?.[1])) return { path, release: m[1], source: 'file-name', banner };
   return { path, source: 'unknown', banner };

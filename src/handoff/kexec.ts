@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { existsSync, readFileSync } from 'node:fs';
 import { KernelError } from '../errors.js';
 import { logger } from '../log.js';
+import { feature, probeKernel } from '../kernel/features.js';
 
 const log = logger('kexec');
 
@@ -29,6 +30,11 @@ async function run(args: string[]): Promise<{ ok: boolean; output: string }> {
   }
 }
 
+function fileLoadAvailable(): boolean {
+  const facts = probeKernel();
+  return feature(facts, 'kexec-file-load')?.available === true;
+}
+
 export function kexecLoaded(): boolean {
   try {
     return readFileSync('/sys/kernel/kexec_loaded', 'utf8').trim() === '1';
@@ -46,7 +52,13 @@ export async function stageKernel(options: StageOptions): Promise<Staged> {
     log.info('kernel staged', { method: 'kexec_file_load', kernel: options.kernel });
     return { method: 'kexec_file_load', commandLine: options.commandLine };
   }
-  log.warn('kexec_file_load refused, trying kexec_load', { output: file.output });
+  // kexec_file_load checks the image; kexec_load takes any bytes. Falling back when the
+  // file variant exists and refused this image would jump into garbage: only fall back when
+  // the syscall itself is missing or forbidden.
+  if (fileLoadAvailable()) {
+    throw new KernelError('E_KEXEC', `the kernel refused to load ${options.kernel} (kexec_file_load): ${file.output || 'failed'}`, { path: options.kernel });
+  }
+  log.warn('kexec_file_load unavailable, trying kexec_load', { output: file.output });
   const classic = await run(['-l', ...common]);
   if (classic.ok && kexecLoaded()) {
     log.info('kernel staged', { method: 'kexec_load', kernel: options.kernel });

@@ -75,6 +75,7 @@ export function runPreflight(options: PreflightOptions): PreflightReport {
   const info: PreflightReport['newKernel'] = existsSync(options.kernel) ? inspectKernelImage(options.kernel) : { path: options.kernel, source: 'unknown' };
   if (!existsSync(options.kernel)) system('B_KERNEL_IMAGE', `kernel ${options.kernel} not found`);
   else if (!info.release) warnings.push(`cannot tell the version of ${options.kernel} (no bzImage header, no vmlinuz-RELEASE name): not checked against the image minimum ${MIN_KERNEL}`);
+  if (info.truncated) system('B_KERNEL_IMAGE', `${options.kernel} is truncated: ${info.truncated.size} bytes, its header says ${info.truncated.expected}`);
   if (options.initrd && !existsSync(options.initrd)) system('B_KERNEL_IMAGE', `initrd ${options.initrd} not found`);
   if (info.release) {
     if (!releaseAtLeast(info.release, MIN_KERNEL)) system('B_KERNEL_TOO_OLD', `the new kernel ${info.release} is older than ${MIN_KERNEL}, the image format's minimum`);

@@ -40,6 +40,8 @@ export interface TreeEntry {
   lockTable: string;
   /** Byte offset on the pmem device (RAM store only). */
   offset?: number;
+  /** SHA-256 of the whole image file as copied to the device (RAM store only). */
+  fileSha256?: string;
 }
 
 export interface Manifest {
@@ -143,19 +145,23 @@ export function pmemBytesNeeded(imageBytes: number[], manifestRoom = 64 * 1024):
   return alignUp(PMEM_HEADER + manifestRoom) + imageBytes.reduce((n, b) => n + alignUp(b), 0);
 }
 
-function copyFileInto(src: string, destFd: number, offset: number): void {
+/** Copies src to destFd at offset; returns the SHA-256 of what was copied. */
+function copyFileInto(src: string, destFd: number, offset: number): string {
+  const hash = createHash('sha256');
   const fd = openSync(src, 'r');
   const buf = Buffer.allocUnsafe(8 << 20);
   try {
     for (let pos = 0; ; ) {
       const n = readSync(fd, buf, 0, buf.length, pos);
       if (n === 0) break;
+      hash.update(buf.subarray(0, n));
       for (let w = 0; w < n; ) w += writeSync(destFd, buf, w, n - w, offset + pos + w);
       pos += n;
     }
   } finally {
     closeSync(fd);
   }
+  return hash.digest('hex');
 }
 
 /** Marks the device as holding nothing (before writing, and on abort). */
@@ -176,21 +182,21 @@ export function clearPmem(device: string): void {
 export function writePmem(device: string, manifest: Manifest, imagePaths: string[]): void {
   const size = deviceSize(device);
   // The manifest goes first on the device, so offsets depend on its length: reserve room.
-  const draft = Buffer.from(JSON.stringify({ ...manifest, trees: manifest.trees.map((t) => ({ ...t, offset: Number.MAX_SAFE_INTEGER })) }));
+  const draft = Buffer.from(JSON.stringify({ ...manifest, trees: manifest.trees.map((t) => ({ ...t, offset: Number.MAX_SAFE_INTEGER, fileSha256: '0'.repeat(64) })) }));
   let offset = alignUp(PMEM_HEADER + draft.length);
   for (const tree of manifest.trees) {
     tree.offset = offset;
     offset += alignUp(tree.bytes);
   }
   if (offset > size) throw new HandoffError('E_STORE_FULL', `the images need ${offset} bytes but ${device} holds ${size}`, { path: device, need: offset, have: size }, { exitCode: 3 });
-  const body = Buffer.from(JSON.stringify(manifest));
-  if (PMEM_HEADER + body.length > manifest.trees[0]!.offset!) throw new HandoffError('E_STORE', 'manifest grew past its room', { path: device });
   const fd = openSync(device, 'r+');
   try {
     writeSync(fd, Buffer.alloc(PMEM_HEADER), 0, PMEM_HEADER, 0);
     fsyncSync(fd);
-    manifest.trees.forEach((tree, i) => copyFileInto(imagePaths[i]!, fd, tree.offset!));
+    manifest.trees.forEach((tree, i) => (tree.fileSha256 = copyFileInto(imagePaths[i]!, fd, tree.offset!)));
     fsyncSync(fd);
+    const body = Buffer.from(JSON.stringify(manifest));
+    if (PMEM_HEADER + body.length > manifest.trees[0]!.offset!) throw new HandoffError('E_STORE', 'manifest grew past its room', { path: device });
     writeSync(fd, body, 0, body.length, PMEM_HEADER);
     const head = Buffer.alloc(PMEM_HEADER);
     PMEM_MAGIC.copy(head, 0);
@@ -261,5 +267,8 @@ export function extractPmemImage(device: string, tree: TreeEntry, dest: string):
     closeSync(out);
   }
   const got = hash.digest('hex');
-  if (got !== tree.sha256) throw new ImageError('E_IMAGE_DIGEST', `tree ${tree.root}'s image on ${device} fails its SHA-256 (${got} != ${tree.sha256})`, { path: device });
+  if (got !== tree.fileSha256) {
+    rmSync(dest, { force: true });
+    throw new ImageError('E_IMAGE_DIGEST', `tree ${tree.root}'s image on ${device} fails its SHA-256 (${got} != ${tree.fileSha256})`, { path: device });
+  }
 }
