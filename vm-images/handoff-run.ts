@@ -59,12 +59,12 @@ if [ "$HANDOFF_BOOT" = 1 ]; then
     head -c 4194304 /dev/urandom > /tmp/vmlinuz-$rel; kernel=/tmp/vmlinuz-$rel
   fi
   mark prepare-start mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)
-  if [ $MODE = kill-after-dump ]; then export HANDOFF_TEST_STALL=after-dump; fi
+  if [ $MODE = kill-after-dump ]; then export HANDOFF_TEST_STALL=after-dump HANDOFF_LOG=debug; fi
   handoff prepare --pid $W --kernel $kernel --initrd /boot/initrd.img --reuse-cmdline --append "handoff.boot=2" ${store} --exec > /tmp/prepare.out 2>&1 &
   P=$!
   if [ $MODE = kill-during-dump ]; then
     # While the memory is being written (the temporary image grows): before lock and sockets.
-    i=0; until ls /var/lib/handoff/store/.tree-*.tmp /run/handoff/.prepare-tree-*.tmp >/dev/null 2>&1; do sleep 0.05; i=$((i+1)); [ $i -gt 2000 ] && break; done
+    i=0; until ls -a /var/lib/handoff/store /run/handoff 2>/dev/null | grep -q 'tree-.*\.tmp$'; do sleep 0.05; i=$((i+1)); [ $i -gt 2000 ] && break; done
     kill -9 $P; mark killed-prepare phase=dump
   elif [ $MODE = kill-after-dump ]; then
     i=0; until grep -q '^stalled' /tmp/prepare.out; do sleep 0.1; i=$((i+1)); [ $i -gt 1200 ] && break; done
@@ -77,6 +77,9 @@ if [ "$HANDOFF_BOOT" = 1 ]; then
   # Only the abort paths get here: give the watchdog a moment, then report what is left.
   n=0; while [ -f /run/handoff/pending.json ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
   mark after-abort tables=$(nft list tables | grep -c handoff) kexec_loaded=$(cat /sys/kernel/kexec_loaded) pending=$([ -f /run/handoff/pending.json ] && echo yes || echo no) workload=$(kill -0 $W 2>/dev/null && echo alive || echo gone)
+  for p in $W $(cat /proc/$W/task/$W/children 2>/dev/null); do echo "workload $p: $(grep State /proc/$p/status)"; done
+  netstat -tn 2>/dev/null | grep ':${WORKLOAD_PORT}'
+  sed 's/^/watchdog: /' /run/handoff/watchdog.log 2>/dev/null
   mark abort-ready lines=$(lines)
   sleep 900
 else

@@ -26,7 +26,7 @@ all this when the preparing process dies before the jump.`,
     if (values.json) out(JSON.stringify(r, null, 2));
     else if (r.nothing && watch !== undefined) return 0;
     else if (r.nothing) out(`handoff abort: nothing pending${r.unlockedTables.length ? `; removed leftover lock tables ${r.unlockedTables.join(' ')}` : ''}`);
-    else out(`handoff abort: ${r.repairedSockets.length} socket(s) out of repair mode, lock tables removed: ${r.unlockedTables.join(' ') || 'none'}, staged kernel ${r.kernelUnloaded ? 'unloaded' : 'none'}, store emptied`);
+    else out(`handoff abort: ${r.repairedSockets.length} TCP connection(s) made sure to be out of repair mode, lock tables removed: ${r.unlockedTables.join(' ') || 'none'}, staged kernel ${r.kernelUnloaded ? 'unloaded' : 'none'}, store emptied`);
     return 0;
   },
 };

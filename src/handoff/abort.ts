@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { logger } from '../log.js';
 import { listFds } from '../kernel/proc.js';
 import { closeFd, takeFd } from '../native/fd.js';
-import { IPPROTO_TCP, TCP_REPAIR_OFF, tcpRepair, tryGetsockoptInt } from '../native/socket.js';
+import { IPPROTO_TCP, SO, SOL_SOCKET, TCP_REPAIR_OFF, setsockoptInt, tcpInfo, tcpRepair, tryGetsockoptInt } from '../native/socket.js';
 import { listTables, unlock } from './netlock.js';
 import { kexecLoaded, unloadKernel } from './kexec.js';
 import { discardStore } from './prepare.js';
@@ -16,7 +16,8 @@ import { clearPending, readPending, type PendingState } from './state.js';
 import { HandoffError } from '../errors.js';
 
 const log = logger('abort');
-const TCP_REPAIR = 19;
+const TCP_ESTABLISHED = 1;
+const TCP_CLOSE = 7;
 
 export interface AbortReport {
   /** Nothing was pending. */
@@ -36,7 +37,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Switches repair mode off on every TCP socket of these processes that is still in it. */
+/** Makes sure no TCP connection of these processes is left in repair mode (a killed dump leaves them there). */
 export function leaveRepairMode(pids: number[]): { pid: number; fd: number }[] {
   const fixed: { pid: number; fd: number }[] = [];
   for (const pid of pids) {
@@ -51,15 +52,25 @@ export function leaveRepairMode(pids: number[]): { pid: number; fd: number }[] {
       let local: number;
       try {
         local = takeFd(pid, fd);
-      } catch {
+      } catch (err) {
+        log.error('cannot take the socket to check its repair mode', { pid, fd, error: String(err) });
         continue;
       }
       try {
-        if (tryGetsockoptInt(local, IPPROTO_TCP, TCP_REPAIR) === 1) {
-          // TCP_REPAIR_OFF (not _NO_WP) sends a window probe: the peer hears from us at once.
-          tcpRepair(local, TCP_REPAIR_OFF);
-          fixed.push({ pid, fd });
-        }
+        const protocol = tryGetsockoptInt(local, SOL_SOCKET, SO.PROTOCOL);
+        const state = protocol === IPPROTO_TCP ? tcpInfo(local).state : -1;
+        log.debug('socket', { pid, fd, protocol, state });
+        if (protocol !== IPPROTO_TCP) continue;
+        // Repair mode is only possible (and only left on) in these states.
+        if (state !== TCP_ESTABLISHED && state !== TCP_CLOSE) continue;
+        // getsockopt(TCP_REPAIR) does not exist on every kernel: switch it off on every
+        // connection, which for one not in repair mode only sends a window probe.
+        const reuse = tryGetsockoptInt(local, SOL_SOCKET, SO.REUSEADDR);
+        // TCP_REPAIR_OFF (not _NO_WP) sends a window probe: the peer hears from us at once.
+        tcpRepair(local, TCP_REPAIR_OFF);
+        // Leaving repair resets SO_REUSEADDR; put it back.
+        if (reuse !== undefined) setsockoptInt(local, SOL_SOCKET, SO.REUSEADDR, reuse);
+        fixed.push({ pid, fd });
       } catch (err) {
         log.error('cannot switch repair mode off', { pid, fd, error: String(err) });
       } finally {

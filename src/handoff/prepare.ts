@@ -80,7 +80,10 @@ export function imageCreatedMs(path: string): number {
 
 /** Starts `handoff abort --watch PID`: if this process dies before the jump, it undoes everything. */
 function startWatchdog(): void {
-  const child = spawn(process.execPath, [handoffBin(), 'abort', '--watch', String(process.pid)], { detached: true, stdio: 'ignore' });
+  ensureRunDir();
+  const logFd = openSync(join(RUN_DIR, 'watchdog.log'), 'a', 0o600);
+  const child = spawn(process.execPath, [handoffBin(), 'abort', '--watch', String(process.pid)], { detached: true, stdio: ['ignore', logFd, logFd] });
+  closeSync(logFd);
   child.unref();
 }
 
@@ -155,7 +158,8 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
     // repair mode) so a test can kill -9 this process at the worst moment deterministically.
     if (process.env.HANDOFF_TEST_STALL === 'after-dump') {
       progress('stalled', { pid: process.pid });
-      await new Promise(() => {});
+      // (A timer keeps the event loop alive: a bare pending promise would let node exit.)
+      await new Promise(() => setInterval(() => {}, 1 << 30));
     }
     const manifest: Manifest = {
       kind: 'handoff-manifest', version: 1, id: randomBytes(8).toString('hex'), hostname: hostname(),
