@@ -7,7 +7,7 @@ import { logger } from '../log.js';
 import { version as toolVersion } from '../version.js';
 import type { ClocksRecord, Feature } from '../format/records.js';
 import { ImageWriter } from '../format/writer.js';
-import { children, listFds, readMaps, readSmapsFlags, readStat, readStatus, type MapEntry } from '../kernel/proc.js';
+import { children, listFds, readMaps, readSmapsFlags, readStat, readStatus } from '../kernel/proc.js';
 import { closeFd, sameOpenFile } from '../native/fd.js';
 import { fdModules } from '../objects/index.js';
 import { lockEntry } from '../objects/tcp.js';
@@ -129,15 +129,15 @@ function clocks(task: RemoteTask): ClocksRecord {
   return { kind: 'clocks', realtime: read(0), monotonic: read(1), boottime: read(7) };
 }
 
-export function imageFeatures(maps: MapEntry[][]): Feature[] {
-  const features: Feature[] = [
-    { name: 'clone3-set-tid', minKernel: '5.5' },
-    { name: 'pidfd-getfd', minKernel: '5.6' },
-    { name: 'time-namespace', minKernel: '5.6' },
-  ];
-  if (maps.some((ms) => ms.some((m) => m.special === '[vvar_vclock]'))) features.push({ name: 'vvar-vclock', minKernel: '6.13' });
-  return features;
-}
+/**
+ * What a restore of any image needs from its kernel. The vDSO/vvar layout is not one of them:
+ * a different layout is bridged with trampolines (src/objects/vdso.ts).
+ */
+export const IMAGE_FEATURES: readonly Feature[] = [
+  { name: 'clone3-set-tid', minKernel: '5.5' },
+  { name: 'pidfd-getfd', minKernel: '5.6' },
+  { name: 'time-namespace', minKernel: '5.6' },
+];
 
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const pids = discover(options.pid, options.tree ?? false);
@@ -165,7 +165,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     tool: { name: 'handoff', version: toolVersion() },
     created: new Date().toISOString(),
     hostname: hostname(),
-    features: imageFeatures(frozen.pids.map((p) => readMaps(p))),
+    features: [...IMAGE_FEATURES],
   });
   if (options.netconfig !== false) {
     try {

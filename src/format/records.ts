@@ -22,7 +22,7 @@ export interface RecordBase {
 }
 
 export interface Feature {
-  /** e.g. "time-namespace", "tcp-repair-window", "clone3-set-tid", "vvar-vclock". */
+  /** e.g. "time-namespace", "tcp-repair-window", "clone3-set-tid". */
   name: string;
   /** Oldest kernel release that has it, "major.minor". */
   minKernel: string;

@@ -6,9 +6,8 @@ import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { release as osRelease } from 'node:os';
 import type { Blocker } from '../errors.js';
-import { discover, imageFeatures, preflight as targetBlockers } from '../dump/index.js';
+import { discover, IMAGE_FEATURES, preflight as targetBlockers } from '../dump/index.js';
 import { MIN_KERNEL, missingFor, probeKernel } from '../kernel/features.js';
-import { readMaps, readStatus } from '../kernel/proc.js';
 import { checkKernelConfig, findKernelConfig, inspectKernelImage, readConfig, releaseAtLeast, type KernelImageInfo } from './kernelimage.js';
 import { deviceSize, pmemBytesNeeded, type StoreSpec } from './store.js';
 
@@ -49,19 +48,11 @@ export function runPreflight(options: PreflightOptions): PreflightReport {
   const system = (code: string, reason: string) => blockers.push({ code, pid: 0, reason });
 
   const trees: PreflightReport['trees'] = [];
-  const maps = [];
   for (const root of options.roots) {
     try {
       const pids = discover(root, true);
       trees.push({ root, pids });
       blockers.push(...targetBlockers(pids));
-      for (const pid of pids) {
-        try {
-          if (!readStatus(pid).state.startsWith('Z')) maps.push(readMaps(pid));
-        } catch {
-          /* exited meanwhile: the dump will say so */
-        }
-      }
     } catch (err) {
       blockers.push({ code: 'B_TARGET', pid: root, reason: (err as Error).message });
     }
@@ -79,7 +70,7 @@ export function runPreflight(options: PreflightOptions): PreflightReport {
   if (options.initrd && !existsSync(options.initrd)) system('B_KERNEL_IMAGE', `initrd ${options.initrd} not found`);
   if (info.release) {
     if (!releaseAtLeast(info.release, MIN_KERNEL)) system('B_KERNEL_TOO_OLD', `the new kernel ${info.release} is older than ${MIN_KERNEL}, the image format's minimum`);
-    for (const f of imageFeatures(maps)) {
+    for (const f of IMAGE_FEATURES) {
       if (!releaseAtLeast(info.release, f.minKernel)) system('B_KERNEL_TOO_OLD', `the image will use ${f.name}, which needs kernel ${f.minKernel}+; the new kernel is ${info.release}`);
     }
     const config = findKernelConfig(options.kernel, info.release);
@@ -92,7 +83,7 @@ export function runPreflight(options: PreflightOptions): PreflightReport {
       warnings.push(`no build configuration found for ${info.release} (/boot/config-${info.release}): CONFIG_CHECKPOINT_RESTORE, CONFIG_TIME_NS, CONFIG_NF_TABLES not checked`);
     }
     if (info.release !== osRelease()) {
-      warnings.push(`the new kernel (${info.release}) differs from this one (${osRelease()}): its vDSO/vvar layout cannot be checked before it runs; the restore refuses a different layout until vDSO trampolines exist`);
+      warnings.push(`the new kernel (${info.release}) differs from this one (${osRelease()}): its vDSO/vvar layout is only known once it runs; a different layout is bridged with trampolines from the old vDSO into the new one`);
     }
   }
 
