@@ -285,6 +285,11 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       w.record({ kind: 'fd', pid, fd, object: id, cloexec: (info.fdinfo.flags & O_CLOEXEC) !== 0 });
     }
     for (const fn of atEnd) fn();
+    // With keepFrozen (prepare), the caller may die before it kills or thaws: ptrace then lets
+    // the processes run at once, and a socket still in repair mode would fail their next
+    // read. Repair goes off now; the network lock keeps the connections silent meanwhile, and
+    // the old kernel is gone before any of it matters.
+    if (options.keepFrozen) runAll(undo);
     phase('files');
     const done = w.finish();
     phase('sync');
