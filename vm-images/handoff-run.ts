@@ -91,7 +91,23 @@ fi
 `;
 }
 
+/**
+ * One handoff in a guest. Under TCG the kexec'd kernel has now and then panicked in its own early
+ * ACPI initialisation (acpi_bus_attach -> down_write on NULL), before any user space of ours runs:
+ * such a run is retried once, loudly. Anything after the new kernel reaches user space is not.
+ */
 export async function runHandoff(options: HandoffRunOptions): Promise<HandoffRunResult> {
+  try {
+    return await runHandoffOnce(options);
+  } catch (err) {
+    const text = String(err instanceof Error ? err.message : err);
+    if (!/Kernel panic - not syncing/.test(text) || /@@handoff booted [^\n]*boot=2/.test(text)) throw err;
+    process.stderr.write(`runHandoff: the new kernel panicked before user space (${options.from} -> ${options.to}); retrying once\n`);
+    return await runHandoffOnce(options);
+  }
+}
+
+async function runHandoffOnce(options: HandoffRunOptions): Promise<HandoffRunResult> {
   const guest = await startGuest({
     kernel: options.from,
     script: guestScript(options),
