@@ -6,12 +6,6 @@
 #include <sys/syscall.h>
 #include <linux/kcmp.h>
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
 
 static int ret(long r) { return r < 0 ? -errno : (int)r; }
 

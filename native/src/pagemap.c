@@ -129,6 +129,18 @@ static int scan_runs(int fd, uint64_t start, uint64_t stop, int mode, int skip_z
  * Writes (address, page count) u64 pairs into `out` (room for `cap` pairs) and returns
  * how many. When `out` fills up, returns -ENOSPC with every written run complete and
  * the address to continue from stored in the u64 at `next`. */
+/* Appends run (start, pages) to out; when out is full, records where to continue and fails. */
+static int emit_run(uint8_t *out, int *n, int cap, uint8_t *next, uint64_t start, uint64_t pages) {
+  if (*n == cap) {
+    memcpy(next, &start, 8);
+    return -ENOSPC;
+  }
+  uint64_t pair[2] = {start, pages};
+  memcpy(out + (size_t)*n * 16, pair, 16);
+  (*n)++;
+  return 0;
+}
+
 static int runs_one(int fd, uint64_t start, uint64_t end, int mode_flags, uint8_t *out, int cap, uint8_t *next) {
   uint64_t entries[CHUNK_ENTRIES]; /* 64 KiB of stack: no shared state between callers */
   const uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE);
@@ -168,29 +180,13 @@ static int runs_one(int fd, uint64_t start, uint64_t end, int mode_flags, uint8_
         run_pages++;
         continue;
       }
-      if (run_pages) {
-        if (n == cap) {
-          memcpy(next, &run_start, 8);
-          return -ENOSPC;
-        }
-        uint64_t pair[2] = {run_start, run_pages};
-        memcpy(out + (size_t)n * 16, pair, 16);
-        n++;
-      }
+      if (run_pages && emit_run(out, &n, cap, next, run_start, run_pages) < 0) return -ENOSPC;
       run_start = a;
       run_pages = 1;
     }
     addr += got * ps;
   }
-  if (run_pages) {
-    if (n == cap) {
-      memcpy(next, &run_start, 8);
-      return -ENOSPC;
-    }
-    uint64_t pair[2] = {run_start, run_pages};
-    memcpy(out + (size_t)n * 16, pair, 16);
-    n++;
-  }
+  if (run_pages && emit_run(out, &n, cap, next, run_start, run_pages) < 0) return -ENOSPC;
   return n;
 }
 
