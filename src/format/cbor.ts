@@ -57,7 +57,8 @@ export class ItemReader {
   constructor(
     private readonly fd: number,
     readonly size: number,
-    private readonly hash: Hash,
+    /** null: the caller checks the digest elsewhere (a worker hashing the whole file). */
+    private readonly hash: Hash | null,
     private readonly limits: DecodeLimits = DEFAULT_LIMITS,
   ) {}
 
@@ -66,7 +67,8 @@ export class ItemReader {
   }
 
   /** Hash state covering every byte before `pos` (used to check the trailer's digest). */
-  digestSoFar(): Buffer {
+  digestSoFar(): Buffer | null {
+    if (!this.hash) return null;
     this.flushHash();
     return this.hash.copy().digest();
   }
@@ -83,7 +85,7 @@ export class ItemReader {
   }
 
   private flushHash(): void {
-    if (this.hashedTo < this.pos) {
+    if (this.hash && this.hashedTo < this.pos) {
       this.hash.update(this.win.subarray(this.hashedTo - this.winStart, this.pos - this.winStart));
       this.hashedTo = this.pos;
     }
@@ -126,6 +128,15 @@ export class ItemReader {
   /** Passes over n bytes left in the file, hashing them without keeping them. */
   private skip(n: number): void {
     this.flushHash();
+    if (!this.hash) {
+      // Not hashing: only bounds matter (a declared length was already checked against the
+      // bytes left in the file; a file shrinking meanwhile is caught by the digest worker).
+      const end = this.pos + n;
+      if (end > this.size) this.fail('E_IMAGE_TRUNCATED', `item needs ${n} bytes but the file ends`, this.pos);
+      this.pos = this.hashedTo = end;
+      this.winStart = this.winEnd = end;
+      return;
+    }
     const inWindow = Math.min(n, this.winEnd - this.pos);
     if (inWindow > 0) {
       this.hash.update(this.win.subarray(this.pos - this.winStart, this.pos - this.winStart + inWindow));

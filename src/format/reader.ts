@@ -5,6 +5,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 import { release as osRelease } from 'node:os';
 import { ImageError, type ImageErrorCode } from '../errors.js';
 import { DEFAULT_LIMITS, FileBytes, ItemReader, type DecodeLimits } from './cbor.js';
@@ -16,7 +17,21 @@ export interface OpenOptions {
   /** Refuse files or directories writable by anyone but root / the current user (default true). */
   checkOwnership?: boolean;
   limits?: Partial<DecodeLimits>;
+  /**
+   * When the SHA-256 of the trailer is checked. 'inline' (default): while walking, before
+   * openImage returns. 'deferred': openImage walks and validates the records only and starts
+   * hashing the whole file in a worker thread at once; `image.digestChecked` settles when it
+   * is done. A restorer may then fill the memory of processes that cannot run yet while the
+   * hash runs, and must await it before anything restored runs or touches the outside world.
+   * Small images (under DEFER_MIN_BYTES) are hashed inline anyway: a worker costs more.
+   * 'none': records only, for callers that just need their structure (the early resume step
+   * installs a network lock from them; the main step verifies everything).
+   */
+  digest?: 'inline' | 'deferred' | 'none';
 }
+
+/** Below this size a deferred digest is computed inline (starting a worker takes ~20 ms). */
+export const DEFER_MIN_BYTES = 64 << 20;
 
 export interface Image {
   path: string;
@@ -31,6 +46,12 @@ export interface Image {
   trailer: TrailerRecord;
   /** Records of unknown kinds marked optional, skipped. */
   skipped: { kind: string; offset: number }[];
+  /**
+   * Resolves once the trailer's SHA-256 matched every byte before it; rejects with
+   * E_IMAGE_DIGEST / E_IMAGE_TRUNCATED / E_IMAGE_IO. Already resolved for digest 'inline';
+   * never resolves for 'none' (it rejects with E_IMAGE_DIGEST saying it was not checked).
+   */
+  digestChecked: Promise<void>;
   close(): void;
 }
 
@@ -80,8 +101,32 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
   }
   try {
     if (options.checkOwnership !== false) checkSafe(fd, path);
-    const result = walk(fd, path, { ...DEFAULT_LIMITS, ...options.limits });
-    return { ...result, close: () => closeSync(fd) };
+    const mode = options.digest ?? 'inline';
+    const inline = mode === 'inline' || (mode === 'deferred' && fstatSync(fd).size < DEFER_MIN_BYTES);
+    const result = walk(fd, path, { ...DEFAULT_LIMITS, ...options.limits }, inline);
+    let worker: Worker | undefined;
+    let digestChecked: Promise<void>;
+    if (inline) digestChecked = Promise.resolve();
+    else if (mode === 'none') digestChecked = Promise.reject(new ImageError('E_IMAGE_DIGEST', `${path}: opened without checking its digest`, { path }));
+    else {
+      const started = startDigestWorker(fd, result.trailerAt, Buffer.from(result.trailer.sha256));
+      worker = started.worker;
+      digestChecked = started.done;
+    }
+    // Nobody may be waiting (a restore that failed first): never an unhandled rejection.
+    digestChecked.catch(() => undefined);
+    let closed = false;
+    return {
+      ...result,
+      digestChecked,
+      close: () => {
+        if (closed) return;
+        closed = true;
+        // The worker reads through fd: stop it before the number can be reused.
+        if (worker) void worker.terminate();
+        closeSync(fd);
+      },
+    };
   } catch (err) {
     closeSync(fd);
     if (err instanceof ImageError) throw err;
@@ -89,12 +134,12 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
   }
 }
 
-function walk(fd: number, path: string, limits: DecodeLimits): Omit<Image, 'close'> {
+function walk(fd: number, path: string, limits: DecodeLimits, hashInline: boolean): Omit<Image, 'close' | 'digestChecked'> & { trailerAt: number } {
   const size = fstatSync(fd).size;
   if (size === 0) fail('E_IMAGE_TRUNCATED', `${path} is empty`, 0);
   const first = pread(fd, 0, 1)[0]!;
   if (first >> 5 !== 5) fail('E_IMAGE_MAGIC', `${path} is not a handoff image (does not start with a CBOR map)`, 0);
-  const reader = new ItemReader(fd, size, createHash('sha256'), limits);
+  const reader = new ItemReader(fd, size, hashInline ? createHash('sha256') : null, limits);
   const check = validators();
 
   // Header: magic and major version before anything else, so a newer image fails clearly.
@@ -122,11 +167,11 @@ function walk(fd: number, path: string, limits: DecodeLimits): Omit<Image, 'clos
     if (kind === 'trailer') {
       validate(check, 'trailer', rec, at);
       const trailer = rec as unknown as TrailerRecord;
-      if (!digestBefore.equals(Buffer.from(trailer.sha256))) fail('E_IMAGE_DIGEST', 'SHA-256 of the image does not match its trailer', at);
+      if (digestBefore && !digestBefore.equals(Buffer.from(trailer.sha256))) fail('E_IMAGE_DIGEST', 'SHA-256 of the image does not match its trailer', at);
       if (trailer.records !== count) fail('E_IMAGE_INCONSISTENT', `trailer counts ${trailer.records} records, the image has ${count}`, at);
       if (reader.pos !== size) fail('E_IMAGE_TRAILING', `${size - reader.pos} bytes after the trailer`, reader.pos);
       checkReferences(records, offsets, pageSize);
-      return { path, fd, size, header: header as unknown as HeaderRecord, records, offsets, trailer, skipped };
+      return { path, fd, size, header: header as unknown as HeaderRecord, records, offsets, trailer, skipped, trailerAt: at };
     }
     count++;
     if (kind === 'header') fail('E_IMAGE_SCHEMA', 'second header inside the image', at);
@@ -158,6 +203,50 @@ function walk(fd: number, path: string, limits: DecodeLimits): Omit<Image, 'clos
     records.push(rec as unknown as ImageRecordV1);
     offsets.push(at);
   }
+}
+
+// The deferred digest's worker thread: hashes bytes [0, end) of the open image descriptor
+// (descriptors are shared by every thread of a process) and posts the SHA-256 back. Off the main
+// thread, it runs while the restore fills process memory from the same file; 1 MiB reads keep
+// the buffer in cache. Source text (eval) so it runs the same from src/ under the test loader
+// and from dist/.
+const DIGEST_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { readSync } = require('node:fs');
+const { createHash } = require('node:crypto');
+const { fd, end } = workerData;
+const hash = createHash('sha256');
+const buf = Buffer.allocUnsafe(1 << 20);
+let offset = 0;
+try {
+  while (offset < end) {
+    const r = readSync(fd, buf, 0, Math.min(buf.length, end - offset), offset);
+    if (r === 0) break;
+    hash.update(buf.subarray(0, r));
+    offset += r;
+  }
+  parentPort.postMessage(offset < end ? { shrunkAt: offset } : { digest: hash.digest() });
+} catch (err) {
+  parentPort.postMessage({ ioError: err.message, at: offset });
+}
+`;
+
+/** Hashes [0, trailerAt) in a worker thread; settles when it matches (or not) `expected`. */
+function startDigestWorker(fd: number, trailerAt: number, expected: Buffer): { worker: Worker; done: Promise<void> } {
+  const worker = new Worker(DIGEST_WORKER, { eval: true, workerData: { fd, end: trailerAt } });
+  const done = new Promise<void>((resolve, reject) => {
+    worker.once('message', (m: { digest?: Uint8Array; shrunkAt?: number; ioError?: string; at?: number }) => {
+      if (m.digest) {
+        if (Buffer.from(m.digest).equals(expected)) resolve();
+        else reject(new ImageError('E_IMAGE_DIGEST', `SHA-256 of the image does not match its trailer (offset ${trailerAt})`, { offset: trailerAt }));
+      } else if (m.shrunkAt !== undefined) reject(new ImageError('E_IMAGE_TRUNCATED', `file shrank while hashing (offset ${m.shrunkAt})`, { offset: m.shrunkAt }));
+      else reject(new ImageError('E_IMAGE_IO', `read failed while hashing at offset ${m.at}: ${m.ioError}`, { offset: m.at }));
+      void worker.terminate();
+    });
+    worker.once('error', (err) => reject(new ImageError('E_IMAGE_IO', `digest worker failed: ${err.message}`, {}, err)));
+    worker.once('exit', (code) => reject(new ImageError('E_IMAGE_IO', `digest worker stopped (exit ${code}) before it finished`, {})));
+  });
+  return { worker, done };
 }
 
 function validate(check: ReturnType<typeof validators>, kind: string, rec: Record<string, unknown>, at: number): void {

@@ -72,7 +72,8 @@ export async function resumeEarly(options: { store?: StoreSpec } = {}): Promise<
   const locked: EarlyResult['locked'] = [];
   for (const [i, tree] of found.manifest.trees.entries()) {
     if (!tree.lockTable) continue;
-    const image = openImage(found.paths[i]!);
+    // Records only: the lock needs the connections; the main step verifies the whole image.
+    const image = openImage(found.paths[i]!, { digest: 'none' });
     try {
       const spec = lockSpecFromRecords(image.records as never);
       await lock(spec, { table: tree.lockTable });
@@ -163,7 +164,7 @@ async function resumeTree(tree: TreeEntry, path: string): Promise<TreeReport> {
   try {
     if (tree.lockTable && !(await isLocked({ table: tree.lockTable }))) {
       // No early step: lock now, late (the interfaces are up; a peer may have seen RST meanwhile).
-      const image = openImage(path);
+      const image = openImage(path, { digest: 'none' });
       try {
         await lock(lockSpecFromRecords(image.records as never), { table: tree.lockTable });
       } finally {

@@ -3,7 +3,7 @@
 // a failure after that kills whatever was created and says where it stopped.
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ProcessError, HandoffError, asHandoffError } from '../errors.js';
+import { ProcessError, HandoffError, ImageError, asHandoffError } from '../errors.js';
 import { logger } from '../log.js';
 import { checkKernel, openImage, readPayload, type Image } from '../format/reader.js';
 import type { NetconfigRecord, PayloadRef, ClocksRecord, CredentialsRecord, FdRecord, ItimersRecord, MemoryAreaRecord, PagesRecord, PosixTimerRecord, ProcessRecord, SignalActionsRecord, SignalsPendingRecord, ThreadRecord } from '../format/records.js';
@@ -52,7 +52,11 @@ export interface RestoreResult {
   exitCode?: number;
   /** How this host's network configuration differs from the recorded one. */
   network?: NetconfigDiff;
-  ms: { verify: number; restore: number };
+  /**
+   * verify: reading and validating the records; restore: everything after, including
+   * digestWait, the part of it spent waiting for the image digest (hashed meanwhile).
+   */
+  ms: { verify: number; restore: number; digestWait: number };
 }
 
 /** One process being rebuilt. */
@@ -161,7 +165,9 @@ function workArea(layouts: { start: number; end: number }[][]): number {
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const t0 = process.hrtime.bigint();
   const imagePath = resolve(options.image);
-  const image = openImage(imagePath);
+  // The digest of a large image is checked by a worker while the memory of the new (stopped)
+  // processes is filled from it; Session.run awaits it before anything restored can act.
+  const image = openImage(imagePath, { digest: 'deferred' });
   try {
     checkKernel(image.header);
     const plan = new Plan(image);
@@ -169,6 +175,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     checkPidsFree(plan);
     // Addresses and routes first: a restored listener may need its address back to bind.
     const net = image.records.find((r) => r.kind === 'netconfig') as NetconfigRecord | undefined;
+    if (net && options.reapplyNetwork) await image.digestChecked;
     const network = net ? await restoreNetconfig(net, options.reapplyNetwork ?? false) : undefined;
     const t1 = process.hrtime.bigint();
     const session = new Session(plan, imagePath, options.lockTable);
@@ -176,6 +183,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       await session.run();
     } catch (err) {
       session.abort();
+      // A bad image stays an image error (exit 3), whichever step found it.
+      if (err instanceof ImageError) throw err;
       const e = asHandoffError(err);
       throw new ProcessError('E_RESTORE', `restore failed at step '${session.step}': ${e.message}`, { step: session.step, ...e.details }, err);
     }
@@ -183,7 +192,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const result: RestoreResult = {
       pids: plan.processes.map((p) => p.pid),
       threads: plan.processes.reduce((n, p) => n + plan.of(p.pid).threads.length, 0),
-      ms: { verify: Number(t1 - t0) / 1e6, restore: Number(t2 - t1) / 1e6 },
+      ms: { verify: Number(t1 - t0) / 1e6, restore: Number(t2 - t1) / 1e6, digestWait: session.digestWaitMs },
     };
     if (network) result.network = network;
     if (!options.detach) result.exitCode = session.waitRoot();
@@ -201,6 +210,8 @@ class Session {
   private readonly abortHooks: (() => void)[] = [];
   private readonly localFds = new Map<number, number>();
   private work = 0;
+  /** How long the restore waited for the deferred image digest after filling memory. */
+  digestWaitMs = 0;
 
   constructor(private readonly plan: Plan, private readonly imagePath: string, private readonly lockTable?: string) {}
 
@@ -224,9 +235,19 @@ class Session {
 
     for (const p of plan.processes) {
       if (p.state === 'zombie') continue;
-      const b = this.built.get(p.pid)!;
       this.step = `memory of ${p.pid}`;
-      this.restoreMemory(b);
+      this.restoreMemory(this.built.get(p.pid)!);
+    }
+    // Up to here only stopped processes of ours were touched. Files, sockets and everything
+    // else come from records whose bytes must first be proven intact.
+    this.step = 'image digest';
+    const waitFrom = performance.now();
+    await plan.image.digestChecked;
+    this.digestWaitMs = performance.now() - waitFrom;
+
+    for (const p of plan.processes) {
+      if (p.state === 'zombie') continue;
+      const b = this.built.get(p.pid)!;
       this.step = `files of ${p.pid}`;
       await this.restoreFds(b);
       this.step = `process attributes of ${p.pid}`;
@@ -582,6 +603,22 @@ class Session {
         /* gone already */
       }
     }
-    for (const pid of this.created) pt.waitFor(pid, true);
+    // Reap every one (we are their subreaper): killed tracees can first report a stop, and a
+    // child of a killed stub becomes ours only once its parent is gone. Bounded: 5 s.
+    const pending = new Set(this.created);
+    const deadline = Date.now() + 5000;
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    while (pending.size && Date.now() < deadline) {
+      for (const pid of [...pending]) {
+        try {
+          const st = pt.waitFor(pid, true);
+          if (st && st.kind !== 'stopped') pending.delete(pid);
+        } catch {
+          if (!existsSync(`/proc/${pid}`)) pending.delete(pid); // reaped already
+        }
+      }
+      if (pending.size) Atomics.wait(pause, 0, 0, 2);
+    }
+    if (pending.size) log.warn('killed processes not reaped', { pids: [...pending] });
   }
 }

@@ -1,10 +1,10 @@
 // Writer and reader together: values keep their types, payloads land page-aligned and are
 // handed back as references, the temp-file protocol holds, unsafe files are refused.
 import t from 'tap';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, statSync, closeSync, readSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, statSync, closeSync, readSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ImageWriter, openImage, readPayload, streamPayload, copyPayload, checkKernel, FileBytes, type HeaderFields, type ThreadRecord, type MemoryAreaRecord, type PagesRecord, type FileRecord, type ImageRecordV1 } from '../../src/format/index.js';
+import { ImageWriter, openImage, DEFER_MIN_BYTES, readPayload, streamPayload, copyPayload, checkKernel, FileBytes, type HeaderFields, type ThreadRecord, type MemoryAreaRecord, type PagesRecord, type FileRecord, type ImageRecordV1 } from '../../src/format/index.js';
 import { ImageError } from '../../src/errors.js';
 import { GOLDEN_HEADER, fullRecords } from '../../scripts/gen-golden.js';
 
@@ -186,4 +186,35 @@ t.test('unknown keys are ignored and unknown optional records skipped', async (t
   t.equal(img.records.length, 2);
   img.close();
   t.ok(readFileSync(join(import.meta.dirname, '..', 'golden', 'v1', 'extension.himg')).includes(Buffer.from('futureKey')));
+});
+
+t.test('a large image opened with a deferred digest is checked by a worker: intact resolves, one flipped payload bit rejects', async (t) => {
+  const path = join(dir, 'large.himg');
+  const w = ImageWriter.create(path, GOLDEN_HEADER);
+  const count = (DEFER_MIN_BYTES >> 12) + 256;
+  const addr = 0x7f0000000000;
+  w.record({ kind: 'process', pid: 7, ppid: 1, pgid: 7, sid: 7, comm: 'c', state: 'alive', exe: '/x', cwd: '/', root: '/', umask: 18, personality: 0, cmdline: [], rlimits: [], mm: fullRecords().find((r) => r.kind === 'process')!.mm } as ImageRecordV1);
+  w.record({ kind: 'memory-area', pid: 7, start: addr, end: addr + count * 4096, prot: { read: true, write: true, exec: false }, shared: false, type: 'anonymous', vmFlags: [] });
+  const offset = w.beginPayload({ kind: 'pages', pid: 7, addr, count }, count * 4096);
+  for (let i = 0; i < count; i += 256) w.writePayload(Buffer.alloc(Math.min(256, count - i) * 4096, i & 0xff));
+  w.finish();
+
+  const intact = openImage(path, { digest: 'deferred' });
+  t.equal(intact.records.filter((r) => r.kind === 'pages').length, 1, 'the records are there before the digest is known');
+  await t.resolves(intact.digestChecked, 'the worker finds the digest intact');
+  intact.close();
+
+  // One bit deep inside the payload: the record walk cannot see it, only the digest can.
+  const flipAt = offset + (count >> 1) * 4096 + 123;
+  const fd = openSync(path, 'r+');
+  const byte = Buffer.alloc(1);
+  readSync(fd, byte, 0, 1, flipAt);
+  byte[0]! ^= 0x10;
+  writeSync(fd, byte, 0, 1, flipAt);
+  closeSync(fd);
+  const flipped = openImage(path, { digest: 'deferred' });
+  await t.rejects(flipped.digestChecked, { code: 'E_IMAGE_DIGEST' }, 'the worker refuses the flipped bit');
+  flipped.close();
+  t.equal(code(() => openImage(path)), 'E_IMAGE_DIGEST', 'the default (inline) open refuses it before returning');
+  await t.rejects(openImage(path, { digest: 'none' }).digestChecked, { code: 'E_IMAGE_DIGEST' }, 'an image opened without a digest check never counts as checked');
 });

@@ -87,3 +87,31 @@ t.test('a truncated image is refused before any process is created', async (t) =
   t.notOk(existsSync(`/proc/${running.pid}`), 'nothing was created with the recorded pid');
   cleanup(running.workDir);
 });
+
+t.test('a large image with one flipped bit deep in its memory is refused, and what the restore built meanwhile is gone', async (t) => {
+  // Above DEFER_MIN_BYTES the digest is hashed by a worker while memory is being filled: the
+  // restore must still end with the image error, kill what it created and leave nothing behind.
+  const code = `
+import os, time
+data = bytearray(96 << 20)
+for i in range(0, len(data), 4096): data[i] = 1
+print('READY', os.getpid(), flush=True)
+time.sleep(600)
+`;
+  const running = await startTarget('big-corrupt', { command: [python3(), '-c', code], readyTimeoutMs: 120_000 });
+  t.teardown(() => running.kill());
+  const image = join(running.workDir, 'img');
+  const d = await handoff(['dump', '--pid', String(running.pid), '--image', image]);
+  t.equal(d.exitCode, 0, d.stderr);
+  await running.kill();
+  const bytes = readFileSync(image);
+  t.ok(bytes.length > 96 << 20, `the image is large (${bytes.length} bytes)`);
+  bytes[Math.floor(bytes.length * 0.6)]! ^= 0x01;
+  writeFileSync(image, bytes, { mode: 0o600 });
+  const r = await handoff(['restore', '--image', image, '--detach', '--json']);
+  t.equal(r.exitCode, 3, 'exit code 3: bad image');
+  t.match(JSON.parse(r.stdout), { code: 'E_IMAGE_DIGEST' });
+  const left = existsSync(`/proc/${running.pid}`) ? readFileSync(`/proc/${running.pid}/status`, 'utf8').split('\n').slice(0, 8).join(' | ') : '';
+  t.equal(left, '', 'no process with the recorded pid is left');
+  cleanup(running.workDir);
+});
