@@ -92,17 +92,25 @@ fi
 }
 
 /**
- * One handoff in a guest. Under TCG the kexec'd kernel has now and then panicked in its own early
- * ACPI initialisation (acpi_bus_attach -> down_write on NULL), before any user space of ours runs:
- * such a run is retried once, loudly. Anything after the new kernel reaches user space is not.
+ * Under TCG a kexec'd kernel has now and then panicked in its own early ACPI initialisation
+ * (acpi_bus_attach -> down_write on NULL), before any user space runs; with panic=-1 and
+ * -no-reboot QEMU then just exits. Such a run may be retried once, loudly; nothing that
+ * happened after the new kernel reached user space (booted boot=2) ever is.
+ * Returns the panic line when `log` shows that, else undefined.
  */
+export function newKernelPanickedEarly(log: string): string | undefined {
+  if (/@@handoff booted [^\n]*boot=2/.test(log)) return undefined;
+  return /^.*Kernel panic - not syncing.*$/m.exec(log)?.[0];
+}
+
+/** One handoff in a guest, retried once for newKernelPanickedEarly. */
 export async function runHandoff(options: HandoffRunOptions): Promise<HandoffRunResult> {
   try {
     return await runHandoffOnce(options);
   } catch (err) {
-    const text = String(err instanceof Error ? err.message : err);
-    if (!/Kernel panic - not syncing/.test(text) || /@@handoff booted [^\n]*boot=2/.test(text)) throw err;
-    process.stderr.write(`runHandoff: the new kernel panicked before user space (${options.from} -> ${options.to}); retrying once\n`);
+    const panic = newKernelPanickedEarly(String(err instanceof Error ? err.message : err));
+    if (!panic) throw err;
+    process.stderr.write(`runHandoff: the new kernel panicked before user space (${options.from} -> ${options.to}): ${panic.trim()}; retrying once\n`);
     return await runHandoffOnce(options);
   }
 }
