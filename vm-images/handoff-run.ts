@@ -100,7 +100,11 @@ fi
  */
 export function newKernelPanickedEarly(log: string): string | undefined {
   if (/@@handoff booted [^\n]*boot=2/.test(log)) return undefined;
-  return /^.*Kernel panic - not syncing.*$/m.exec(log)?.[0];
+  const panic = /^.*Kernel panic - not syncing.*$/m.exec(log)?.[0];
+  if (panic) return panic;
+  // A triple fault of the new kernel ends QEMU (-no-reboot) without a word on the console.
+  if (/@@handoff kexec-exec/.test(log)) return 'QEMU stopped after kexec -e and the new kernel never reached user space';
+  return undefined;
 }
 
 /** One handoff in a guest, retried once for newKernelPanickedEarly. */
