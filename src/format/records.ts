@@ -105,6 +105,17 @@ export interface ProcessRecord extends RecordBase {
   mm?: MmInfo;
   /** Scheduling and prctl settings. */
   tuning?: ProcessTuning;
+  /** Control groups (/proc/PID/cgroup), moved back into on restore (src/objects/cgroup.ts). */
+  cgroups?: CgroupMembership[];
+}
+
+export interface CgroupMembership {
+  /** Hierarchy ID: 0 for cgroup v2 (informational for v1: IDs change across boots). */
+  hierarchy: number;
+  /** v1 controllers of the hierarchy, sorted (and name=X for a named one); [] for v2. */
+  controllers: string[];
+  /** Path from the root of the hierarchy, as /proc/PID/cgroup shows it. */
+  path: string;
 }
 
 export interface ProcessTuning {
@@ -463,17 +474,37 @@ export interface InotifyRecord extends RecordBase {
   watches: { wd: number; path: string; mask: number }[];
 }
 
+export interface PtyRecord extends RecordBase {
+  kind: 'pty';
+  id: number;
+  /** N of /dev/pts/N. */
+  index: number;
+  /** struct termios2 as TCGETS2 returns it. */
+  termios: Bytes;
+  winsize: { rows: number; cols: number; xpixel: number; ypixel: number };
+  packet: boolean;
+  locked: boolean;
+  exclusive: boolean;
+  /** Queued for the slave's reader: completed lines (canonical mode) or one chunk. */
+  input: Bytes[];
+  /** Canonical mode: the line being typed. */
+  inputPartial: Bytes;
+  /** Written by the slave, not yet read from the master. */
+  output: Bytes;
+  /** Session whose controlling terminal it is, its foreground group, and the pids having it. */
+  session?: number;
+  foreground?: number;
+  controlling?: number[];
+}
+
 export interface TtyRecord extends RecordBase {
   kind: 'tty';
   id: number;
-  type: 'pty-master' | 'pty-slave' | 'console';
-  index: number;
+  /** Id of the pty record. */
+  pty: number;
+  end: 'master' | 'slave';
   path: string;
   flags: number;
-  /** struct termios2 as TCGETS2 returns it. */
-  termios?: Bytes;
-  /** Session id that owns it as controlling terminal. */
-  sessionOwner?: number;
 }
 
 // ---------------------------------------------------------------- host
@@ -491,19 +522,19 @@ export type ImageRecordV1 =
   | ProcessRecord | CredentialsRecord | ThreadRecord | MemoryAreaRecord | PagesRecord | FileRecord | PipeRecord
   | PipeEndRecord | FdRecord | SignalActionsRecord | SignalsPendingRecord | ItimersRecord | PosixTimerRecord
   | ClocksRecord | TcpRecord | UdpRecord | UnixRecord | EpollRecord | EventfdRecord | TimerfdRecord
-  | SignalfdRecord | InotifyRecord | TtyRecord | NetconfigRecord;
+  | SignalfdRecord | InotifyRecord | PtyRecord | TtyRecord | NetconfigRecord;
 
 export type RecordKind = ImageRecordV1['kind'];
 
 export const RECORD_KINDS: readonly RecordKind[] = [
   'process', 'credentials', 'thread', 'memory-area', 'pages', 'file', 'pipe', 'pipe-end', 'fd', 'signal-actions',
   'signals-pending', 'itimers', 'posix-timer', 'clocks', 'tcp', 'udp', 'unix', 'epoll', 'eventfd', 'timerfd',
-  'signalfd', 'inotify', 'tty', 'netconfig',
+  'signalfd', 'inotify', 'pty', 'tty', 'netconfig',
 ];
 
 /** Kinds whose records own an `id` that fd records (and others) refer to. */
 export const OBJECT_KINDS: readonly RecordKind[] = [
-  'file', 'pipe', 'pipe-end', 'tcp', 'udp', 'unix', 'epoll', 'eventfd', 'timerfd', 'signalfd', 'inotify', 'tty',
+  'file', 'pipe', 'pipe-end', 'tcp', 'udp', 'unix', 'epoll', 'eventfd', 'timerfd', 'signalfd', 'inotify', 'pty', 'tty',
 ];
 
 /** Record fields whose byte strings are payloads: never held in memory by the reader. */

@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { ProcessRecord, ProcessTuning, Rlimit } from '../format/records.js';
 import { readAuxv, readCmdline, readCwd, readExe, readLimits, readPersonality, readRoot, readStat, readStatus } from '../kernel/proc.js';
 import type { RemoteTask } from '../ptrace/remote.js';
+import { dumpCgroups } from './cgroup.js';
 import { O, PR, SYS } from '../ptrace/syscalls.js';
 
 const RLIMITS = [
@@ -45,6 +46,7 @@ export function dumpProcess(pid: number, task: RemoteTask | undefined): ProcessR
     rec.exitStatus = stat.exitCode;
     return rec;
   }
+  rec.cgroups = dumpCgroups(pid);
   if (task) rec.tuning = dumpTuning(pid, task, stat.policy, stat.rtPriority, stat.nice);
   const brk = task ? task.call('brk', SYS.brk, 0) : stat.startBrk;
   rec.mm = {

@@ -16,6 +16,7 @@ import { trampolinePage } from '../objects/vdso.js';
 import { restoreNetconfig, type NetconfigDiff } from '../objects/netconfig.js';
 import { restoreComm, restoreMm, restoreProcessAttributes } from '../objects/process.js';
 import { restoreCredentials } from '../objects/credentials.js';
+import { cgroupMounts, restoreCgroups } from '../objects/cgroup.js';
 import { restorePendingSignals, restoreSignalActions } from '../objects/signals.js';
 import { restoreItimers, restorePosixTimers } from '../objects/timers.js';
 import { finishThread, restoreThreadState } from '../objects/thread.js';
@@ -232,6 +233,10 @@ class Session {
     }
     this.step = 'process groups';
     this.setProcessGroups();
+    // Back into their cgroups before any memory of theirs is charged.
+    this.step = 'cgroups';
+    const mounts = cgroupMounts();
+    for (const b of this.built.values()) restoreCgroups(b.rec.pid, b.rec.cgroups, mounts);
 
     for (const p of plan.processes) {
       if (p.state === 'zombie') continue;
