@@ -7,6 +7,15 @@
 // Hooks at priority -310 (before conntrack at -200 and before raw at -300) so connection
 // tracking and NAT never see the dropped packets. One `nft -f -` transaction replaces the
 // table atomically; unlock deletes the table. Everything goes through the `nft` program.
+//
+// Two exceptions, both local:
+// - Packets carrying INJECT_MARK that loop back through `lo` pass (untracked): the TCP restore
+//   injects the peer's FIN (or the ACK of our FIN) into a restored half-closed socket with a
+//   raw socket. They never leave the host (their destination is a local address) and the
+//   restored socket's answers are still dropped by the connection rules.
+// - `synPorts`: only new connection requests (SYN without ACK) to these ports are dropped,
+//   while a dump lets its listeners empty their accept queues before the freeze. The clients'
+//   kernels retry the SYN: a pause, not a reset.
 import { execa } from 'execa';
 import { isIPv4 } from 'node:net';
 import { NetworkError } from '../errors.js';
@@ -15,6 +24,9 @@ import { logger } from '../log.js';
 const log = logger('netlock');
 
 export const DEFAULT_TABLE = 'handoff';
+
+/** skb mark of the packets the TCP restore injects locally; the lock lets them through `lo`. */
+export const INJECT_MARK = 0x68d0f1;
 
 export interface Endpoint {
   address: string;
@@ -31,6 +43,8 @@ export interface LockSpec {
   connections: LockedConnection[];
   /** Local TCP ports whose every packet is dropped (listeners: a SYN gets no RST meanwhile). */
   ports?: number[];
+  /** Local TCP ports where only new connection requests (SYN, no ACK) are dropped. */
+  synPorts?: number[];
 }
 
 export interface NetlockOptions {
@@ -77,6 +91,7 @@ export function rulesetText(spec: LockSpec, opts: NetlockOptions = {}): string {
     (isIPv4(l) ? v4 : v6).push(element);
   }
   const ports = [...new Set((spec.ports ?? []).map(cleanPort))];
+  const synPorts = [...new Set((spec.synPorts ?? []).map(cleanPort))];
   const set = (name: string, type: string, elements: string[]) =>
     `  set ${name} { type ${type}; ${elements.length ? `elements = { ${elements.join(', ')} }` : ''} }`;
   return [
@@ -87,14 +102,18 @@ export function rulesetText(spec: LockSpec, opts: NetlockOptions = {}): string {
     set('conn4', 'ipv4_addr . inet_service . ipv4_addr . inet_service', v4),
     set('conn6', 'ipv6_addr . inet_service . ipv6_addr . inet_service', v6),
     set('ports', 'inet_service', ports.map(String)),
+    set('synports', 'inet_service', synPorts.map(String)),
     '  chain incoming {',
     '    type filter hook prerouting priority -310; policy accept;',
+    `    iifname "lo" meta mark ${INJECT_MARK} notrack accept`,
     '    ip daddr . tcp dport . ip saddr . tcp sport @conn4 counter drop',
     '    ip6 daddr . tcp dport . ip6 saddr . tcp sport @conn6 counter drop',
     '    tcp dport @ports counter drop',
+    '    tcp dport @synports tcp flags & (syn | ack) == syn counter drop',
     '  }',
     '  chain outgoing {',
     '    type filter hook output priority -310; policy accept;',
+    `    oifname "lo" meta mark ${INJECT_MARK} notrack accept`,
     '    ip saddr . tcp sport . ip daddr . tcp dport @conn4 counter drop',
     '    ip6 saddr . tcp sport . ip6 daddr . tcp dport @conn6 counter drop',
     '    tcp sport @ports counter drop',
@@ -119,7 +138,7 @@ export async function lock(spec: LockSpec, opts: NetlockOptions = {}): Promise<v
   const script = rulesetText(spec, opts);
   const r = await nft(['-f', '-'], opts, script);
   if (r.exitCode !== 0) throw new NetworkError('E_NETLOCK', `nft refused the lock table: ${r.stderr}`, { table: tableName(opts) });
-  log.info('network locked', { table: tableName(opts), connections: spec.connections.length, ports: spec.ports?.length ?? 0 });
+  log.info('network locked', { table: tableName(opts), connections: spec.connections.length, ports: spec.ports?.length ?? 0, synPorts: spec.synPorts?.length ?? 0 });
 }
 
 /** Removes the lock table; returns false when there was none. */

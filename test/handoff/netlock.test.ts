@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import { closeFd } from '../../src/native/fd.js';
 import * as S from '../../src/native/socket.js';
-import { droppedPackets, isLocked, listTables, lock, rulesetText, unlock } from '../../src/handoff/netlock.js';
+import { INJECT_MARK, droppedPackets, isLocked, listTables, lock, rulesetText, unlock } from '../../src/handoff/netlock.js';
 import { createNetnsPair, LineWatcher, uniqueTag } from '../lib/netns.js';
 import { fdInfoOf } from '../lib/socket-context.js';
 
@@ -36,6 +36,32 @@ s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
 s.bind((host, port)); s.listen(5)
 print('fd', s.fileno(), flush=True)
 sys.stdin.read()
+`;
+
+// Accepts every connection and echoes each line back.
+const ACCEPTOR = `
+import socket, sys, threading
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(5)
+print('listening', flush=True)
+def echo(c):
+    for line in c.makefile('rb'):
+        c.sendall(line)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+`;
+
+// Connects, then on "go" sends its name and prints the echo.
+const CLIENT = `
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+print('connected', flush=True)
+sys.stdin.readline()
+s.sendall(sys.argv[3].encode() + b'\\n')
+print('echo', s.makefile('rb').readline().decode().strip(), flush=True)
 `;
 
 async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
@@ -114,6 +140,44 @@ t.test('the network lock', async (t) => {
     closeFd(info.localFd);
     listener.kill('SIGKILL');
     await Promise.all([client, listener]);
+  });
+
+  await t.test('a SYN guard drops only new connection requests: established traffic on the port flows, new clients wait', async (t) => {
+    const opts = { table: `handoff_t${uniqueTag()}`, netns: pair.local };
+    t.teardown(async () => {
+      await unlock(opts);
+    });
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const listener = pair.spawn(pair.local, 'python3', ['-c', ACCEPTOR, pair.v4.local, String(port)]);
+    const out = new LineWatcher(listener.stdout!);
+    await out.waitFor('listening');
+    const first = pair.spawn(pair.peer, 'python3', ['-c', CLIENT, pair.v4.local, String(port), 'one']);
+    const firstOut = new LineWatcher(first.stdout!);
+    await firstOut.waitFor('connected');
+    await lock({ connections: [], synPorts: [port] }, opts);
+    const second = pair.spawn(pair.peer, 'python3', ['-c', CLIENT, pair.v4.local, String(port), 'two']);
+    const secondOut = new LineWatcher(second.stdout!);
+    await until(async () => ((await droppedPackets(opts)) ?? 0) >= 1);
+    first.stdin!.write('go\n');
+    t.equal(await firstOut.waitFor('echo'), 'echo one', 'the established connection on the guarded port still talks');
+    t.equal(secondOut.lines.length, 0, 'the new client is held back');
+    await unlock(opts);
+    await secondOut.waitFor('connected');
+    second.stdin!.write('go\n');
+    t.equal(await secondOut.waitFor('echo'), 'echo two', 'after the guard, the new client connects (its SYN was retried, not reset)');
+    listener.kill('SIGKILL');
+    await Promise.all([first, second, listener]);
+  });
+
+  await t.test('lets locally injected, marked packets through lo while dropping the connection', async (t) => {
+    const opts = { table: `handoff_t${uniqueTag()}`, netns: pair.local };
+    t.teardown(async () => {
+      await unlock(opts);
+    });
+    const text = rulesetText({ connections: [] }, opts);
+    t.match(text, new RegExp(`iifname "lo" meta mark ${INJECT_MARK} notrack accept`), 'incoming: marked packets from lo pass, untracked');
+    t.match(text, new RegExp(`oifname "lo" meta mark ${INJECT_MARK} notrack accept`), 'outgoing: marked packets to lo pass, untracked');
+    t.ok(text.indexOf('meta mark') < text.indexOf('@conn4'), 'before the drop rules');
   });
 
   await t.test('the ruleset rejects anything that is not an address or a port', async (t) => {

@@ -7,7 +7,7 @@ import net from 'node:net';
 import { closeFd } from '../../src/native/fd.js';
 import * as S from '../../src/native/socket.js';
 import { lock, unlock, listTables } from '../../src/handoff/netlock.js';
-import { tcpModule, type TcpRecord } from '../../src/objects/tcp.js';
+import { drainListeners, listeningPort, tcpModule, type TcpRecord } from '../../src/objects/tcp.js';
 import { createNetnsPair, LineWatcher, uniqueTag, type NetnsPair } from '../lib/netns.js';
 import { dumpContext, fdInfoOf, restoreContext, schemaErrors } from '../lib/socket-context.js';
 
@@ -41,6 +41,8 @@ def reader():
 threading.Thread(target=reader, daemon=True).start()
 tx = 0
 for line in sys.stdin:
+    if line.startswith('shut'):
+        c.shutdown(socket.SHUT_WR); print('shut', flush=True); continue
     n = int(line.split()[1])
     c.sendall(pat(tx, n)); tx += n
     print('sent', tx, flush=True)
@@ -68,6 +70,8 @@ else:
 print('fd', s.fileno(), flush=True)
 tx = 0
 for line in sys.stdin:
+    if line.startswith('shut'):
+        s.shutdown(socket.SHUT_WR); print('shut', flush=True); continue
     n = int(line.split()[1])
     s.sendall(pat(tx, n)); tx += n
     print('sent', tx, flush=True)
@@ -195,6 +199,179 @@ async function roundTrip(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', sid
   await peerProc;
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const EAGAIN = 11;
+
+/** Reads from a restored (possibly blocking) fd without blocking the event loop, until `n` bytes or, with `eof`, end of stream. */
+async function readFd(fd: number, n: number, eof: boolean, timeoutMs = 30_000): Promise<{ data: Buffer; eof: boolean }> {
+  const chunks: Buffer[] = [];
+  let got = 0;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let b: Buffer | undefined;
+    try {
+      b = S.recv(fd, 65536, S.MSG_DONTWAIT);
+    } catch (err) {
+      if ((err as { errno?: number }).errno !== EAGAIN) throw err;
+    }
+    if (b && b.length === 0) return { data: Buffer.concat(chunks), eof: true };
+    if (b) {
+      chunks.push(b);
+      got += b.length;
+    }
+    if (got >= n && !eof) return { data: Buffer.concat(chunks), eof: false };
+    if (Date.now() > deadline) return { data: Buffer.concat(chunks), eof: false };
+    if (!b) await sleep(10);
+  }
+}
+
+/** RSTs a namespace's kernel has sent so far (Tcp OutRsts). */
+async function outRsts(pair: NetnsPair, ns: string): Promise<number> {
+  const snmp = await pair.run(ns, 'cat', ['/proc/net/snmp']);
+  const [names, values] = snmp.split('\n').filter((l) => l.startsWith('Tcp:'));
+  return Number(values!.split(/\s+/)[names!.split(/\s+/).indexOf('OutRsts')]);
+}
+
+type HalfState = 'CLOSE_WAIT' | 'FIN_WAIT1' | 'FIN_WAIT2' | 'LAST_ACK' | 'CLOSING';
+
+/**
+ * Brings a connection to `state` (the holder connected to the peer, 3000 bytes each way
+ * acknowledged first, 4000 from the peer left unread), dumps it with the network locked, kills
+ * the holder, restores the socket here and proves what both ends see afterwards.
+ */
+async function halfClosed(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', state: HalfState) {
+  const addrs = family === 'inet' ? pair.v4 : pair.v6;
+  const lockOpts = { table: `handoff_t${uniqueTag()}`, netns: pair.local };
+  // CLOSING needs our FIN lost while the peer's arrives: a one-way drop of our own.
+  const oneWay = `handoff_ow${uniqueTag()}`;
+  t.teardown(async () => {
+    await unlock(lockOpts).catch(() => false);
+    await unlock({ table: oneWay, netns: pair.local }).catch(() => false);
+  });
+  const rstsBefore = [await outRsts(pair, pair.local), await outRsts(pair, pair.peer)];
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const peerProc = pair.spawn(pair.peer, 'python3', ['-c', PEER, addrs.peer, String(port)]);
+  const peer = new LineWatcher(peerProc.stdout!);
+  await peer.waitFor('listening');
+  const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'connect', addrs.peer, String(port)]);
+  const held = new LineWatcher(holder.stdout!);
+  const holderFd = Number((await held.waitFor('fd')).split(' ')[1]);
+  const probe = fdInfoOf(holder.pid!, holderFd);
+  const stateOf = () => S.TCP_STATES[S.tcpInfo(probe.localFd).state];
+  holder.stdin!.write('send 3000\n');
+  await peer.waitFor('rx', 3000);
+  peerProc.stdin!.write('send 4000\n');
+  await until(() => S.ioctlInt(probe.localFd, S.SIOCINQ) === 4000);
+  const local = S.getsockname(probe.localFd) as { address: string; port: number };
+  const remote = S.getpeername(probe.localFd) as { address: string; port: number };
+  const lockConn = () => lock({ connections: [{ local, remote }] }, lockOpts);
+  // What the holder sent in all, and what the peer sent in all, by the dump.
+  let holderSent = 3000;
+  let peerSent = 4000;
+
+  if (state === 'CLOSE_WAIT') {
+    peerProc.stdin!.write('shut\n');
+    await until(() => stateOf() === 'CLOSE_WAIT');
+    await lockConn();
+    holder.stdin!.write('send 2000\n');
+    holderSent += 2000;
+    await until(() => S.ioctlInt(probe.localFd, S.SIOCOUTQ) === 2000);
+  } else if (state === 'FIN_WAIT2') {
+    holder.stdin!.write('shut\n');
+    await until(() => stateOf() === 'FIN_WAIT2');
+    await peer.waitFor('eof', 3000);
+    await lockConn();
+    // Sent while locked: only a retransmission after the restore can bring it.
+    peerProc.stdin!.write('send 1000\n');
+    peerSent += 1000;
+    await peer.waitFor('sent', 5000);
+  } else if (state === 'FIN_WAIT1') {
+    await lockConn();
+    holder.stdin!.write('send 2000\nshut\n');
+    holderSent += 2000;
+    await held.waitFor('shut');
+    await until(() => stateOf() === 'FIN_WAIT1' && S.ioctlInt(probe.localFd, S.SIOCOUTQ) === 2001);
+  } else if (state === 'LAST_ACK') {
+    peerProc.stdin!.write('shut\n');
+    await until(() => stateOf() === 'CLOSE_WAIT');
+    await lockConn();
+    holder.stdin!.write('send 2000\nshut\n');
+    holderSent += 2000;
+    await held.waitFor('shut');
+    await until(() => stateOf() === 'LAST_ACK');
+  } else {
+    await pair.run(pair.local, 'nft', ['add', 'table', 'inet', oneWay]);
+    await pair.run(pair.local, 'nft', ['add', 'chain', 'inet', oneWay, 'out', '{ type filter hook output priority -320; policy accept; }']);
+    await pair.run(pair.local, 'nft', ['add', 'rule', 'inet', oneWay, 'out', 'tcp', 'sport', String(local.port), 'drop']);
+    holder.stdin!.write('shut\n');
+    await held.waitFor('shut');
+    peerProc.stdin!.write('shut\n');
+    await until(() => stateOf() === 'CLOSING');
+    await lockConn();
+    await unlock({ table: oneWay, netns: pair.local });
+  }
+  t.equal(stateOf(), state, `the connection is in ${state} at dump time`);
+
+  t.same(tcpModule.preflight!(probe, new Set([holder.pid!])), [], `${state} is no blocker`);
+  const dctx = dumpContext([holder.pid!]);
+  tcpModule.dump(probe, dctx);
+  const record = dctx.records[0] as TcpRecord;
+  t.equal(schemaErrors(record), '', 'the record validates');
+  t.equal(record.state, state, 'the record keeps the state');
+  t.same(Buffer.from(record.repair!.recvQueue), pattern(0, 4000), 'receive queue: the unread bytes, without the FIN');
+  t.same(Buffer.from(record.repair!.sendQueue), pattern(3000, holderSent - 3000), 'send queue: the unacknowledged bytes, without the FIN');
+  holder.kill('SIGKILL');
+  await holder;
+  closeFd(probe.localFd);
+
+  const rctx = restoreContext(dctx.records);
+  const fd = pair.inside(pair.local, () => tcpModule.restore(record, rctx) as number);
+  t.teardown(() => closeFd(fd));
+  t.equal(S.TCP_STATES[S.tcpInfo(fd).state], state, `restored in ${state}`);
+  t.same(S.getpeername(fd), { family, ...remote }, 'with the peer address');
+  await rctx.finish();
+  t.ok(await unlock(lockOpts), 'lock removed');
+
+  // The restored side reads what the peer sent, then EOF exactly when the peer's FIN was sent.
+  const peerFinSent = state === 'CLOSE_WAIT' || state === 'LAST_ACK' || state === 'CLOSING';
+  const first = await readFd(fd, peerSent, peerFinSent);
+  t.ok(first.data.equals(pattern(0, peerSent)), `the restored side reads the ${peerSent} bytes the peer sent, none lost or repeated`);
+  t.equal(first.eof, peerFinSent, peerFinSent ? 'then end of stream' : 'and no end of stream yet');
+  if (!peerFinSent) {
+    // FIN_WAIT1/2: the peer may still talk; its FIN later ends our stream.
+    peerProc.stdin!.write('send 500\nshut\n');
+    const more = await readFd(fd, 500, true);
+    t.ok(more.data.equals(pattern(peerSent, 500)), 'bytes the peer sends after the restore arrive');
+    t.ok(more.eof, 'then the peer\'s FIN ends the stream');
+  }
+  const weSent = state === 'CLOSE_WAIT' ? holderSent + 1000 : holderSent;
+  if (state === 'CLOSE_WAIT') {
+    // Our side may still send; the peer gets every byte, then our FIN.
+    S.sendAll(fd, pattern(holderSent, 1000));
+    S.shutdown(fd, S.SHUT_WR);
+  }
+  await peer.waitFor('eof', weSent);
+  t.pass(`the peer received all ${weSent} bytes, then the FIN`);
+  const problems = peer.lines.filter((l) => /^(bad|error)/.test(l));
+  t.same(problems, [], 'the peer saw no reset and no wrong byte');
+  await sleep(200);
+  t.same([await outRsts(pair, pair.local), await outRsts(pair, pair.peer)], rstsBefore, 'no RST was sent by either side');
+  peerProc.kill('SIGKILL');
+  await peerProc;
+}
+
+t.test('half-closed and closing connections keep their FIN history across dump and restore', async (t) => {
+  const pair = await createNetnsPair();
+  t.teardown(() => pair.destroy());
+  const tablesBefore = await listTables({ netns: pair.local });
+  for (const state of ['CLOSE_WAIT', 'FIN_WAIT2', 'FIN_WAIT1', 'LAST_ACK', 'CLOSING'] as const) {
+    await t.test(`${state} over IPv4`, (t) => halfClosed(t, pair, 'inet', state));
+  }
+  await t.test('CLOSE_WAIT over IPv6', (t) => halfClosed(t, pair, 'inet6', 'CLOSE_WAIT'));
+  await t.test('FIN_WAIT2 over IPv6', (t) => halfClosed(t, pair, 'inet6', 'FIN_WAIT2'));
+  t.same(await listTables({ netns: pair.local }), tablesBefore, 'no nftables table of ours is left');
+});
+
 t.test('TCP connections survive dump, owner death and restore', async (t) => {
   const pair = await createNetnsPair();
   t.teardown(() => pair.destroy());
@@ -257,7 +434,7 @@ t.test('TCP connections survive dump, owner death and restore', async (t) => {
     server.close();
   });
 
-  await t.test('a listener with unaccepted connections is a blocker naming pid and fd', async (t) => {
+  await t.test('a listener whose accept queue does not drain in time is a blocker naming pid and fd', async (t) => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'listen', pair.v4.local, String(port)]);
     const held = new LineWatcher(holder.stdout!);
@@ -266,9 +443,15 @@ t.test('TCP connections survive dump, owner death and restore', async (t) => {
     await new LineWatcher(client.stdout!).waitFor('up');
     const info = fdInfoOf(holder.pid!, fd);
     await until(() => S.tcpInfo(info.localFd).unacked === 1);
-    const blockers = tcpModule.preflight!(info, new Set([holder.pid!]));
+    t.same(tcpModule.preflight!(info, new Set([holder.pid!])), [], 'the preflight leaves the queue to the drain before the freeze');
+    t.equal(listeningPort(info), port, 'the drain finds the listener');
+    const started = Date.now();
+    const blockers = await drainListeners([info], 300);
+    t.ok(Date.now() - started >= 300, 'the drain waited its whole time');
     t.equal(blockers.length, 1);
-    t.match(blockers[0], { code: 'tcp-accept-queue', pid: holder.pid, fd });
+    t.match(blockers[0], { code: 'tcp-accept-queue', pid: holder.pid, fd, reason: /1 connection/ });
+    const dctx = dumpContext([holder.pid!]);
+    t.throws(() => tcpModule.dump(info, dctx), { code: 'E_BLOCKED' }, 'a dump that finds it anyway refuses');
     closeFd(info.localFd);
     client.kill('SIGKILL');
     holder.kill('SIGKILL');
