@@ -103,7 +103,7 @@ export class BlockedError extends HandoffError {
 
 /** A target process or thread misbehaved or vanished. */
 export class ProcessError extends HandoffError {
-  constructor(code: 'E_NO_PROCESS' | 'E_PID_IN_USE' | 'E_FREEZE' | 'E_DUMP' | 'E_RESTORE' | 'E_PTRACE' | 'E_REMOTE_SYSCALL', message: string, details: ErrorDetails = {}, cause?: unknown) {
+  constructor(code: 'E_NO_PROCESS' | 'E_PID_IN_USE' | 'E_PTY_IN_USE' | 'E_FREEZE' | 'E_DUMP' | 'E_RESTORE' | 'E_PTRACE' | 'E_REMOTE_SYSCALL', message: string, details: ErrorDetails = {}, cause?: unknown) {
     super(code, message, details, { cause, exitCode: EXIT.process });
   }
 }

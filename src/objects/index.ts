@@ -11,10 +11,11 @@ import { epollModule } from './epoll.js';
 import { tcpModule } from './tcp.js';
 import { udpModule } from './udp.js';
 import { unixModule } from './unix.js';
+import { ttyModule } from './tty.js';
 
 export { restoreEpollInterest } from './epoll.js';
 
-export const fdModules: readonly FdObjectModule[] = [fileModule, pipeModule, unixModule, tcpModule, udpModule, eventfdModule, timerfdModule, signalfdModule, inotifyModule, epollModule];
+export const fdModules: readonly FdObjectModule[] = [ttyModule, fileModule, pipeModule, unixModule, tcpModule, udpModule, eventfdModule, timerfdModule, signalfdModule, inotifyModule, epollModule];
 
 /** The module that restores records of `kind`. */
 export function moduleForKind(kind: string): FdObjectModule | undefined {
