@@ -10,7 +10,7 @@ import { ImageWriter } from '../format/writer.js';
 import { children, listFds, readMaps, readSmapsFlags, readStat, readStatus } from '../kernel/proc.js';
 import { closeFd, sameOpenFile } from '../native/fd.js';
 import { fdModules } from '../objects/index.js';
-import { lockEntry } from '../objects/tcp.js';
+import { drainListeners, listeningPort, lockEntry } from '../objects/tcp.js';
 import { dumpNetconfig } from '../objects/netconfig.js';
 import { lock, unlock, type LockSpec } from '../handoff/netlock.js';
 import { Backings, areaType, dumpMemory, memoryBlockers, type MemoryStats } from '../objects/memory.js';
@@ -47,6 +47,8 @@ export interface DumpOptions {
   lockTable?: string;
   /** Record the host network configuration (default true). */
   netconfig?: boolean;
+  /** How long listeners get to empty their accept queues before the freeze (ms, default 2000). */
+  acceptDrainMs?: number;
 }
 
 export interface DumpResult {
@@ -139,6 +141,46 @@ export const IMAGE_FEATURES: readonly Feature[] = [
   { name: 'time-namespace', minKernel: '5.6' },
 ];
 
+/**
+ * A connection waiting in a listener's accept queue (or half-open) cannot be put back into one
+ * by a restore. Before the freeze, the lock table drops new SYNs to the listeners' ports (the
+ * clients retry their SYN: a pause, not a reset) while the processes, still running, accept what
+ * is queued. A listener not empty in time is a blocker: nothing frozen, the table removed.
+ * Returns whether the guard is in place (the caller's lock replaces it, or it must be removed).
+ */
+async function drainAcceptQueues(pids: number[], options: DumpOptions): Promise<boolean> {
+  const listeners: FdInfo[] = [];
+  try {
+    for (const pid of pids) {
+      for (const { fd, link } of listFds(pid)) {
+        if (!link.startsWith('socket:')) continue;
+        const info = fdInfo(pid, fd, link);
+        if (listeningPort(info) === undefined) closeFd(info.localFd);
+        else listeners.push(info);
+      }
+    }
+    if (!listeners.length) return false;
+    const table = { table: options.lockTable };
+    await lock({ connections: [], synPorts: listeners.map((l) => listeningPort(l)!) }, table);
+    let blockers: Blocker[];
+    const started = Date.now();
+    try {
+      blockers = await drainListeners(listeners, options.acceptDrainMs ?? 2000);
+      log.info('accept queues drained', { listeners: listeners.length, ms: Date.now() - started, blocked: blockers.length });
+    } catch (err) {
+      await unlock(table);
+      throw err;
+    }
+    if (blockers.length) {
+      await unlock(table);
+      throw new BlockedError(blockers);
+    }
+    return true;
+  } finally {
+    for (const l of listeners) closeFd(l.localFd);
+  }
+}
+
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const pids = discover(options.pid, options.tree ?? false);
   const blockers = preflight(pids);
@@ -175,11 +217,21 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       throw err;
     }
   }
+  let guarded = false;
+  try {
+    guarded = await drainAcceptQueues(pids, options);
+  } catch (err) {
+    writer.abort();
+    throw err;
+  }
+  // The processes ran through the drain: take their VmFlags again.
+  if (guarded) for (const p of frozen.pids) smapsBefore.set(p, readSmapsFlags(p));
   mark = process.hrtime.bigint();
   try {
     frozen.freeze();
   } catch (err) {
     writer.abort();
+    if (guarded) await unlock({ table: options.lockTable }).catch((e: unknown) => log.error('cannot remove the network lock: run handoff unlock', { error: String(e) }));
     throw err;
   }
   phase('freeze');
@@ -261,6 +313,9 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     if (spec.connections.length || spec.ports!.length) {
       await lock(spec, { table: options.lockTable });
       locked = true;
+    } else if (guarded) {
+      // The listeners were closed meanwhile: nothing left to lock.
+      await unlock({ table: options.lockTable });
     }
     const seen: { info: FdInfo; id: number }[] = [];
     for (const info of infos) {
@@ -318,7 +373,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     writer?.abort();
     runAll(undo);
     frozen.thaw();
-    if (locked) await unlock({ table: options.lockTable }).catch((e: unknown) => log.error('cannot remove the network lock: run handoff unlock', { error: String(e) }));
+    if (locked || guarded) await unlock({ table: options.lockTable }).catch((e: unknown) => log.error('cannot remove the network lock: run handoff unlock', { error: String(e) }));
     throw err;
   } finally {
     for (const fd of localFds) closeFd(fd);
