@@ -458,5 +458,27 @@ t.test('TCP connections survive dump, owner death and restore', async (t) => {
     await Promise.all([client, holder]);
   });
 
+  await t.test('a half-open connection request (SYN_RECV) keeps the drain waiting too', async (t) => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'listen', pair.v4.local, String(port)]);
+    const fd = Number((await new LineWatcher(holder.stdout!).waitFor('listening')).split(' ')[1]);
+    // The client's last handshake ACK never arrives: its side is connected, ours half-open.
+    const table = `handoff_t${uniqueTag()}`;
+    await pair.run(pair.peer, 'nft', ['add', 'table', 'inet', table]);
+    t.teardown(() => pair.run(pair.peer, 'nft', ['delete', 'table', 'inet', table]));
+    await pair.run(pair.peer, 'nft', ['add', 'chain', 'inet', table, 'out', '{ type filter hook output priority 0; policy accept; }']);
+    await pair.run(pair.peer, 'nft', ['add', 'rule', 'inet', table, 'out', 'tcp', 'dport', String(port), 'tcp', 'flags', '&', '(syn', '|', 'ack)', '==', 'ack', 'drop']);
+    const client = pair.spawn(pair.peer, 'python3', ['-c', `import socket, sys; s = socket.create_connection(('${pair.v4.local}', ${port})); print('up', flush=True); sys.stdin.read()`]);
+    await new LineWatcher(client.stdout!).waitFor('up');
+    const info = fdInfoOf(holder.pid!, fd);
+    t.equal(S.tcpInfo(info.localFd).unacked, 0, 'nothing in the accept queue');
+    const blockers = await drainListeners([info], 200);
+    t.match(blockers, [{ code: 'tcp-accept-queue', pid: holder.pid, fd, reason: /0 connection\(s\) in its accept queue and 1 half-open/ }], 'the half-open request is a blocker');
+    closeFd(info.localFd);
+    client.kill('SIGKILL');
+    holder.kill('SIGKILL');
+    await Promise.all([client, holder]);
+  });
+
   t.same(await listTables({ netns: pair.local }), tablesBefore, 'no lock table of ours is left');
 });
