@@ -221,6 +221,13 @@ function preflight(info: FdInfo): Blocker[] {
   if (!SUPPORTED_STATES.has(state)) {
     return [{ code: 'tcp-state', pid: info.pid, fd: info.fd, address, reason: `TCP socket in state ${state} cannot be handed off (only connected, half-closed, listening and unconnected sockets)` }];
   }
+  // A connection that ended (both FINs, or a reset) while its owner still holds unread data:
+  // the kernel no longer tells its peer (getpeername refuses in CLOSE), so nothing can rebuild
+  // it; a fresh socket would lose the bytes.
+  if (state === 'CLOSE') {
+    const unread = S.ioctlInt(info.localFd, S.SIOCINQ);
+    if (unread > 0) return [{ code: 'tcp-state', pid: info.pid, fd: info.fd, address, reason: `closed TCP connection still holds ${unread} unread byte(s); it cannot be rebuilt (let the process read them first)` }];
+  }
   // A non-empty accept queue is no blocker here: the dump drains it before the freeze.
   return [];
 }

@@ -369,6 +369,26 @@ t.test('half-closed and closing connections keep their FIN history across dump a
   }
   await t.test('CLOSE_WAIT over IPv6', (t) => halfClosed(t, pair, 'inet6', 'CLOSE_WAIT'));
   await t.test('FIN_WAIT2 over IPv6', (t) => halfClosed(t, pair, 'inet6', 'FIN_WAIT2'));
+  await t.test('a connection closed by both sides with unread data left is a blocker, not a silent loss', async (t) => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const peerProc = pair.spawn(pair.peer, 'python3', ['-c', PEER, pair.v4.peer, String(port)]);
+    const peer = new LineWatcher(peerProc.stdout!);
+    await peer.waitFor('listening');
+    const holder = pair.spawn(pair.local, 'python3', ['-c', HOLDER, 'connect', pair.v4.peer, String(port)]);
+    const held = new LineWatcher(holder.stdout!);
+    const fd = Number((await held.waitFor('fd')).split(' ')[1]);
+    const info = fdInfoOf(holder.pid!, fd);
+    holder.stdin!.write('shut\n');
+    await peer.waitFor('eof', 0);
+    peerProc.stdin!.write('send 100\nshut\n');
+    await until(() => S.TCP_STATES[S.tcpInfo(info.localFd).state] === 'CLOSE');
+    t.match(tcpModule.preflight!(info, new Set([holder.pid!])), [{ code: 'tcp-state', pid: holder.pid, fd, reason: /100 unread byte/ }]);
+    closeFd(info.localFd);
+    holder.kill('SIGKILL');
+    peerProc.kill('SIGKILL');
+    await Promise.all([holder, peerProc]);
+  });
+
   t.same(await listTables({ netns: pair.local }), tablesBefore, 'no nftables table of ours is left');
 });
 
