@@ -1,6 +1,6 @@
 // handoff dump: discover -> preflight -> freeze -> read state -> write image -> kill or thaw.
 // Until the image is complete and synced, any failure thaws the targets: nothing is lost.
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname, release as kernelRelease } from 'node:os';
 import { BlockedError, ProcessError, asHandoffError, type Blocker } from '../errors.js';
 import { logger } from '../log.js';
@@ -13,7 +13,7 @@ import { fdModules } from '../objects/index.js';
 import { drainListeners, listeningPort, lockEntry } from '../objects/tcp.js';
 import { dumpNetconfig } from '../objects/netconfig.js';
 import { lock, unlock, type LockSpec } from '../handoff/netlock.js';
-import { Backings, areaType, dumpMemory, memoryBlockers, type MemoryStats } from '../objects/memory.js';
+import { Backings, areaType, dumpMemory, memoryBlockers, prepareDumpBuffers, type MemoryStats } from '../objects/memory.js';
 import { dumpProcess } from '../objects/process.js';
 import { dumpCredentials } from '../objects/credentials.js';
 import { dumpPendingSignals, dumpSignalActions } from '../objects/signals.js';
@@ -66,6 +66,19 @@ export interface DumpResult {
   phases: Record<string, number>;
   /** With keepFrozen: ends the freeze. */
   release?: (how: 'kill' | 'thaw') => Promise<void>;
+}
+
+/** Most image bytes a dump that leaves its processes running keeps in memory while frozen. */
+const HOLD_BUDGET = 64 << 20;
+
+/** Resident bytes of a process (smaps_rollup Rss): an upper bound of what its dump stores. */
+function residentBytes(pid: number): number {
+  try {
+    const kb = /^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1];
+    return kb === undefined ? Infinity : Number(kb) * 1024;
+  } catch {
+    return Infinity;
+  }
 }
 
 function runAll(fns: (() => void)[]): void {
@@ -226,6 +239,14 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
   }
   // The processes ran through the drain: take their VmFlags again.
   if (guarded) for (const p of frozen.pids) smapsBefore.set(p, readSmapsFlags(p));
+  // Left running, a small image is kept in memory until the processes run again: hashing,
+  // writing and syncing it happen while they run (the frozen time of a small process).
+  const thawEarly = options.leaveRunning === true && !options.keepFrozen;
+  if (thawEarly) {
+    const estimate = frozen.pids.reduce((n, p) => n + residentBytes(p), 0) + (1 << 20);
+    if (estimate <= HOLD_BUDGET) writer.hold(HOLD_BUDGET, estimate);
+  }
+  prepareDumpBuffers();
   mark = process.hrtime.bigint();
   try {
     frozen.freeze();
@@ -346,11 +367,8 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     // the old kernel is gone before any of it matters.
     if (options.keepFrozen) runAll(undo);
     phase('files');
-    const done = w.finish();
-    phase('sync');
-    writer = undefined;
     const threads = [...frozen.threads.values()].reduce((n, t) => n + t.length, 0);
-    const result: DumpResult = { image: done.path, pids, threads, bytes: done.bytes, pagesBytes: stats.bytes, frozenMs: 0, sha256: done.sha256, locked, phases };
+    const result: DumpResult = { image: w.path, pids, threads, bytes: 0, pagesBytes: stats.bytes, frozenMs: 0, sha256: '', locked, phases };
     const release = async (how: 'kill' | 'thaw') => {
       if (how === 'kill') {
         // The lock stays: the restore removes it once the sockets are back.
@@ -361,8 +379,16 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
         if (locked) await unlock({ table: options.lockTable });
       }
       result.frozenMs = frozen.frozenMs();
-      log.info('dumped', { pids: pids.length, threads, bytes: done.bytes, frozenMs: result.frozenMs });
+      log.info(how === 'kill' ? 'dumped, killed' : 'dumped, running again', { pids: pids.length, threads, frozenMs: result.frozenMs });
     };
+    // Everything is in memory: the processes need not wait for the write and the fsync.
+    const early = thawEarly && w.holding;
+    if (early) await release('thaw');
+    const done = w.finish();
+    phase('sync');
+    writer = undefined;
+    Object.assign(result, { image: done.path, bytes: done.bytes, sha256: done.sha256 });
+    if (early) return result;
     if (options.keepFrozen) {
       result.release = release;
       return result;

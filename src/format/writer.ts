@@ -53,6 +53,12 @@ export class ImageWriter {
   private payloadLeft = 0;
   private pending = 0;
   private closed = false;
+  /** While holding (hold()): bytes kept in memory, neither hashed nor written yet. */
+  private held: Buffer[] | undefined;
+  private heldBytes = 0;
+  private holdBudget = 0;
+  private arena: Buffer | undefined;
+  private arenaUsed = 0;
 
   private constructor(
     private fd: number,
@@ -136,9 +142,47 @@ export class ImageWriter {
   writePayload(chunk: Uint8Array): void {
     this.checkOpen(true);
     if (chunk.length > this.payloadLeft) throw new ImageError('E_IMAGE_IO', `payload chunk of ${chunk.length} bytes exceeds the ${this.payloadLeft} bytes declared`);
-    this.hash.update(chunk);
-    this.writeAll(chunk);
+    this.out(chunk);
     this.payloadLeft -= chunk.length;
+  }
+
+  /**
+   * From now on, keep what is written in memory (copied) instead of hashing and writing it,
+   * until release() or until more than `budgetBytes` are held (then everything held is
+   * written and the writer streams again). A dump that leaves its processes running holds a
+   * small image so they can run on while it is hashed, written and synced.
+   */
+  hold(budgetBytes: number, arenaBytes = 0): void {
+    this.checkOpen();
+    this.flush();
+    this.held = [];
+    this.heldBytes = 0;
+    this.holdBudget = budgetBytes;
+    // Copies into fresh memory cost a page fault per page, more than the copy itself: an arena
+    // touched now (before the caller freezes anything) takes the first arenaBytes instead.
+    this.arena = arenaBytes > 0 ? Buffer.allocUnsafeSlow(arenaBytes).fill(0) : undefined;
+    this.arenaUsed = 0;
+  }
+
+  /** Whether everything since hold() is still in memory (the budget was not exceeded). */
+  get holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** Hashes and writes everything held, and stops holding. */
+  release(): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = undefined;
+    this.arena = undefined;
+    this.pos -= this.heldBytes;
+    this.heldBytes = 0;
+    for (const chunk of held) {
+      this.hash.update(chunk);
+      this.writeAll(chunk);
+    }
+    // Metadata still in the buffer was put after everything held.
+    this.flush();
   }
 
   /**
@@ -150,6 +194,10 @@ export class ImageWriter {
   writePayloadAsync(chunk: Uint8Array): Promise<void> {
     this.checkOpen(true);
     if (chunk.length > this.payloadLeft) return Promise.reject(new ImageError('E_IMAGE_IO', `payload chunk of ${chunk.length} bytes exceeds the ${this.payloadLeft} bytes declared`));
+    if (this.held) {
+      this.writePayload(chunk);
+      return Promise.resolve();
+    }
     const at = this.pos;
     this.pos += chunk.length;
     this.payloadLeft -= chunk.length;
@@ -171,6 +219,7 @@ export class ImageWriter {
   finish(): { path: string; bytes: number; records: number; sha256: string } {
     this.checkOpen();
     if (this.pending > 0) throw new ImageError('E_IMAGE_IO', `${this.pending} payload writes still in flight`, { path: this.path });
+    this.release();
     this.flush();
     const digest = this.hash.digest();
     const trailer = encodeRecord({ kind: 'trailer', records: this.records, sha256: digest });
@@ -222,8 +271,7 @@ export class ImageWriter {
     if (this.used + bytes.length > this.buf.length) {
       this.flush();
       if (bytes.length > this.buf.length) {
-        this.hash.update(bytes);
-        this.writeAll(bytes);
+        this.out(bytes);
         return;
       }
     }
@@ -234,9 +282,28 @@ export class ImageWriter {
   private flush(): void {
     if (this.used === 0) return;
     const chunk = this.buf.subarray(0, this.used);
-    this.hash.update(chunk);
     this.used = 0;
-    this.writeAll(chunk);
+    this.out(chunk);
+  }
+
+  /** Hashes and writes `chunk`, or while holding keeps a copy of it. */
+  private out(chunk: Uint8Array): void {
+    if (!this.held) {
+      this.hash.update(chunk);
+      this.writeAll(chunk);
+      return;
+    }
+    if (this.arena && this.arenaUsed + chunk.length <= this.arena.length) {
+      const copy = this.arena.subarray(this.arenaUsed, this.arenaUsed + chunk.length);
+      copy.set(chunk);
+      this.arenaUsed += chunk.length;
+      this.held.push(copy);
+    } else {
+      this.held.push(Buffer.from(chunk));
+    }
+    this.heldBytes += chunk.length;
+    this.pos += chunk.length;
+    if (this.heldBytes > this.holdBudget) this.release();
   }
 
   private writeAll(chunk: Uint8Array): void {

@@ -125,9 +125,19 @@ export class Backings {
 }
 
 /** Writes the memory-area records of a frozen process and the pages that must be stored. */
+let chunkBuffer: Buffer | undefined;
+
+/**
+ * Touches the buffer the memory dump reads pages into, before the caller freezes anything: a
+ * page fault per page of a fresh buffer costs more than the copy itself.
+ */
+export function prepareDumpBuffers(): void {
+  chunkBuffer ??= Buffer.allocUnsafeSlow(CHUNK).fill(0);
+}
+
 export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, string[]>, writer: ImageWriter, pageSize: number, stats: MemoryStats, backings: Backings): void {
   const pagemap = new Pagemap(pid);
-  const buf = Buffer.allocUnsafe(CHUNK);
+  const buf = chunkBuffer ?? Buffer.allocUnsafe(CHUNK);
   let memFd = -1;
   try {
     const recs = maps.map((m) => areaRecord(pid, m, flags.get(m.start) ?? []));

@@ -218,3 +218,24 @@ t.test('a large image opened with a deferred digest is checked by a worker: inta
   t.equal(code(() => openImage(path)), 'E_IMAGE_DIGEST', 'the default (inline) open refuses it before returning');
   await t.rejects(openImage(path, { digest: 'none' }).digestChecked, { code: 'E_IMAGE_DIGEST' }, 'an image opened without a digest check never counts as checked');
 });
+
+t.test('an image held in memory (within its arena, beyond it, or past its budget) is byte for byte the image streamed', async (t) => {
+  const streamed = readFileSync(write('streamed.himg', fullRecords()));
+  for (const [name, budget, arena] of [['held', 64 << 20, 1 << 20], ['arena too small', 64 << 20, 4096], ['over budget', 10_000, 0]] as const) {
+    const path = join(dir, `held-${arena}-${budget}.himg`);
+    const w = ImageWriter.create(path, GOLDEN_HEADER);
+    w.hold(budget, arena);
+    const records = fullRecords();
+    for (const r of records.slice(0, 5)) w.record(r);
+    const offsetWhileHeld = w.offset;
+    for (const r of records.slice(5)) w.record(r);
+    t.equal(w.holding, budget > 1 << 20, `${name}: still holding only within the budget`);
+    t.equal(existsSync(path), false, `${name}: nothing under the final name yet`);
+    w.release();
+    t.equal(w.holding, false);
+    w.finish();
+    t.ok(offsetWhileHeld > 0);
+    t.ok(readFileSync(path).equals(streamed), `${name}: same bytes`);
+    openImage(path).close();
+  }
+});

@@ -26,6 +26,13 @@ t.test('a dump with --leave-running leaves the original running with its state',
   cleanup(r.workDir);
 });
 
+t.test('an image written while the original already runs again (--leave-running) restores it as it was when frozen', async (t) => {
+  const r = await runRoundTrip('memory', { dumpLeavingRunning: true });
+  t.equal(r.verdict, 'PASS', r.log);
+  t.match(r.dumps[0]!.stdout, /frozen/, 'the dump reports its frozen time');
+  cleanup(r.workDir);
+});
+
 t.test('the vdso target passes when the restore must use vDSO trampolines', async (t) => {
   process.env.HANDOFF_FORCE_VDSO_TRAMPOLINE = '1';
   process.env.HANDOFF_LOG = 'info';
