@@ -359,6 +359,11 @@ export interface RoundTripOptions extends StartOptions {
   rounds?: number;
   /** Dump with --leave-running, no kill or restore: the original must still pass afterwards. */
   leaveRunning?: boolean;
+  /**
+   * Dump with --leave-running, then kill and restore as usual: the image of a small process
+   * is then hashed and written after the original already runs again.
+   */
+  dumpLeavingRunning?: boolean;
   /** How long to wait for the verdict after SIGUSR1 (ms). */
   verdictTimeoutMs?: number;
   /** Pause between READY and the first dump (ms), e.g. to let a program get going. */
@@ -399,7 +404,7 @@ export async function runRoundTrip(name: string, opts: RoundTripOptions = {}): P
     } else {
       for (let round = 1; round <= (opts.rounds ?? 1); round++) {
         const image = join(workDir, `image-${round}.himg`);
-        dumps.push(await dumpTarget(pid, image));
+        dumps.push(await dumpTarget(pid, image, { leaveRunning: opts.dumpLeavingRunning }));
         images.push(image);
         await running.kill();
         const r = await restoreImage(name, pid, image, workDir, { tag: `restore-${round}` });
