@@ -20,6 +20,9 @@ import { cgroupMounts, restoreCgroups } from '../objects/cgroup.js';
 import { restorePendingSignals, restoreSignalActions } from '../objects/signals.js';
 import { restoreItimers, restorePosixTimers } from '../objects/timers.js';
 import { finishThread, restoreThreadState } from '../objects/thread.js';
+import { foregroundOf, ptsIndex, ptyOfSession, restoredSlave } from '../objects/tty.js';
+import { TIOC } from '../native/tty.js';
+import { readStat } from '../kernel/proc.js';
 import type { ImageRecord, RestoreContext } from '../objects/types.js';
 import { closeFd } from '../native/fd.js';
 import { lockSpecFromRecords, unlock } from '../handoff/netlock.js';
@@ -32,6 +35,7 @@ const PAGE = 4096;
 const WORK_PAGES = 64;
 const ALL_SIGNALS = (1n << 64n) - 1n;
 const AT_FDCWD = -100;
+const SYS_IOCTL = 16;
 /** Where the stub's _start is linked (native/Makefile: -Ttext-segment=0x6f0000000000). */
 const STUB_ENTRY = 0x6f0000001000;
 const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK | pt.PTRACE_O.EXITKILL;
@@ -233,6 +237,8 @@ class Session {
     }
     this.step = 'process groups';
     this.setProcessGroups();
+    this.step = 'controlling terminals';
+    this.settleTerminals();
     // Back into their cgroups before any memory of theirs is charged.
     this.step = 'cgroups';
     const mounts = cgroupMounts();
@@ -328,6 +334,7 @@ class Session {
     task.call('close_range', SYS.close_range, 0, 0xffffffff, 0);
     if (rec.sid === pid) task.call('setsid', SYS.setsid);
     this.built.set(pid, { rec, task, threads: new Map([[pid, task]]), specials });
+    this.takeControllingTerminal(this.built.get(pid)!);
   }
 
   /** Children come from their restored parent (clone3 with set_tid) so parent links are real. */
@@ -339,6 +346,7 @@ class Session {
       const task = new RemoteTask(newPid, newPid, b.task.insn, b.task.scratch, b.task.scratchSize);
       if (child.sid === child.pid) task.call('setsid', SYS.setsid);
       this.built.set(newPid, { rec: child, task, threads: new Map([[newPid, task]]), specials: b.specials.map((m) => ({ ...m })) });
+      this.takeControllingTerminal(this.built.get(newPid)!);
       this.createChildren(child);
     }
   }
@@ -363,6 +371,55 @@ class Session {
     const st = pt.waitFor(got);
     if (!st || st.kind !== 'stopped') throw new ProcessError('E_RESTORE', `new task ${got} did not stop`, { pid: got });
     return got;
+  }
+
+  // ---- controlling terminals (src/objects/tty.ts). A session leader takes its pty right
+  // after setsid, before any child of its exists: children inherit it at clone as they did.
+
+  /** Runs fn with the restorer's slave fd of `pty` copied into the process (closed after). */
+  private withTerminal(b: Building, pty: ImageRecord, fn: (fd: number) => void): void {
+    const local = restoredSlave(pty, this.context());
+    const pidfd = b.task.call('pidfd_open(restorer)', SYS.pidfd_open, process.pid, 0);
+    let fd: number;
+    try {
+      fd = b.task.call('pidfd_getfd(terminal)', SYS.pidfd_getfd, pidfd, local, 0);
+    } finally {
+      b.task.raw(SYS.close, pidfd);
+    }
+    try {
+      fn(fd);
+    } finally {
+      b.task.raw(SYS.close, fd);
+    }
+  }
+
+  private takeControllingTerminal(b: Building): void {
+    if (b.rec.sid !== b.rec.pid) return;
+    const pty = ptyOfSession(this.plan.image.records as unknown as ImageRecord[], b.rec.pid);
+    if (!pty) return;
+    this.withTerminal(b, pty, (fd) => b.task.call('ioctl(TIOCSCTTY)', SYS_IOCTL, fd, TIOC.SCTTY, 0));
+  }
+
+  /** Once every group exists: each terminal's foreground group, and no terminal where none was. */
+  private settleTerminals(): void {
+    for (const pty of this.plan.image.records as unknown as ImageRecord[]) {
+      if (pty.kind !== 'pty' || typeof pty.session !== 'number') continue;
+      const leader = this.built.get(pty.session);
+      if (!leader) continue;
+      const having = new Set((pty.controlling as number[] | undefined) ?? []);
+      for (const b of this.built.values()) {
+        if (b.rec.sid !== pty.session || b === leader) continue;
+        const has = ptsIndex(readStat(b.rec.pid).ttyNr) !== undefined;
+        // Inherited at clone, though the original had given it up (TIOCNOTTY).
+        if (has && !having.has(b.rec.pid)) this.withTerminal(b, pty, (fd) => b.task.call('ioctl(TIOCNOTTY)', SYS_IOCTL, fd, TIOC.NOTTY, 0));
+        if (!has && having.has(b.rec.pid)) log.warn('a process had the controlling terminal its parent lacks: not restored', { pid: b.rec.pid, pty: pty.index });
+      }
+      const fg = foregroundOf(pty);
+      if (fg === undefined) continue;
+      const arg = Buffer.alloc(4);
+      arg.writeInt32LE(fg, 0);
+      this.withTerminal(leader, pty, (fd) => leader.task.call(`ioctl(TIOCSPGRP, ${fg})`, SYS_IOCTL, fd, TIOC.SPGRP, leader.task.put(arg)));
+    }
   }
 
   /** Leaders first, so that every group a member joins exists. */

@@ -35,6 +35,7 @@ export const TARGETS = {
   blocking: ['data', 'early', 'futex', 'drop'],
   zombie: ['reap', 'reap-signalled'],
   vdso: ['offset', 'backwards'],
+  pty: ['index', 'termios', 'winsize', 'output', 'input', 'pgrp', 'ctty'],
   sockets: ['stream', 'stream-back', 'talk', 'seqpacket', 'boundary', 'dgram', 'listener', 'abstract', 'udp-peer', 'udp-rcvbuf', 'udp-reuseaddr', 'eof'],
 } as const satisfies Record<string, readonly string[]>;
 export type TargetName = keyof typeof TARGETS;

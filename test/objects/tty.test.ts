@@ -1,10 +1,11 @@
 import t, { type Test } from 'tap';
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { ttyModule } from '../../src/objects/tty.js';
 import * as k from '../../src/native/fdkinds.js';
 import * as tty from '../../src/native/tty.js';
 import { closeFd } from '../../src/native/fd.js';
 import { dumpContext, dumpFd, recordById, restoreContext, startHolder, type Holder } from '../lib/fdkinds-kit.js';
+import { cleanup, handoff, runRoundTrip } from '../lib/target.js';
 
 // A holder with two ptys, both ends open: one raw-ish (like a full-screen program), one in
 // canonical mode (like a shell reading a line), each with bytes queued both ways.
@@ -166,4 +167,37 @@ for line in lines():
   } finally {
     closeFd(info.localFd);
   }
+});
+
+t.test('a job on a pty, started from a shell, keeps its terminal across dump, kill and restore', async (t) => {
+  const r = await runRoundTrip('pty');
+  t.equal(r.verdict, 'PASS', r.log);
+  t.equal(r.exitCode, 0);
+  cleanup(r.workDir);
+});
+
+t.test('dumping a program whose terminal is held outside the dump is refused before anything is frozen', async (t) => {
+  // Like a command started from a login terminal: its stdin is the slave, the master is elsewhere.
+  const holder = await startHolder(`
+import subprocess
+m, s = os.openpty()
+child = subprocess.Popen(['sleep', '1000'], stdin=s)
+ready({'child': child.pid})
+for line in lines():
+    answer(eval(line))
+`);
+  t.teardown(async () => {
+    process.kill(holder.ready.child as number, 'SIGKILL');
+    await holder.stop();
+  });
+  const child = holder.ready.child as number;
+  const r = await handoff(['dump', '--pid', String(child), '--image', '/tmp/handoff-tty-never.himg', '--json']);
+  t.equal(r.exitCode, 4, 'blocked');
+  const out = r.stdout + r.stderr;
+  t.match(out, /pty-peer-outside/);
+  t.match(out, /pty-master-outside/);
+  t.match(out, new RegExp(`"pid":\\s*${child}`));
+  t.match(out, /"fd":\s*0/);
+  t.match(out, new RegExp(`pid ${holder.pid}`), 'names the holder of the master');
+  t.equal(readFileSync(`/proc/${child}/stat`, 'utf8').split(') ')[1]![0], 'S', 'the program was never stopped');
 });
