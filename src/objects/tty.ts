@@ -2,8 +2,13 @@
 // lock, exclusive mode, the bytes queued each way, and the session and foreground process
 // group when it is a controlling terminal) and one `tty` record per open file description of
 // either end (/dev/ptmx, /dev/pts/N, or /dev/tty naming the process's controlling terminal).
-// Both ends must be held by handed-off processes; any other terminal (the user's ssh session,
-// /dev/console, a serial line) is a preflight blocker.
+// Both ends must be held by handed-off processes; an fd on any other terminal (the user's ssh
+// session, /dev/console, a serial line) is a preflight blocker naming pid and fd. There is
+// deliberately no "reattach to /dev/null" option: a program whose terminal silently became
+// /dev/null behaves differently (a shell exits on EOF); detach the job first (setsid, stdio
+// redirected). A controlling terminal that no dumped fd refers to is not recorded: the
+// restored process has none. An fd opened as /dev/tty comes back as an open of /dev/pts/N
+// (the same terminal).
 //
 // The kernel has no way to peek at a terminal's queues. The dump reads them (the holders are
 // frozen) and puts every byte back at once with TIOCSTI, which hands bytes straight to the
