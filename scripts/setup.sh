@@ -14,6 +14,7 @@ declare -A NEED=(
   [gzip]=gzip [sha256sum]=coreutils [setsid]=util-linux [curl]=curl
   [ss]=iproute2 [strace]=strace [dpkg-deb]=dpkg
   [depmod]=kmod [setpriv]=util-linux [flock]=util-linux [mke2fs]=e2fsprogs
+  [debootstrap]=debootstrap
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

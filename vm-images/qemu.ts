@@ -70,6 +70,12 @@ export interface GuestOptions {
    * /var/lib/handoff on every boot: what is written there survives the kexec.
    */
   scratchMiB?: number;
+  /**
+   * A raw disk image attached as the first virtio disk (/dev/vda, writable; QEMU keeps the
+   * writes in a temporary overlay, snapshot=on, so the file itself never changes). With
+   * `media: null` and `append: 'root=/dev/vda'` it is the root file system (the systemd guest).
+   */
+  rootDisk?: string;
   /** QEMU is killed after this long; default 5 minutes. */
   timeoutMs?: number;
   /** Called for every marker as it arrives. */
@@ -106,9 +112,10 @@ const MARKER = '@@handoff ';
  * Fetches missing kernels and rebuilds the initramfs when its inputs changed (quick when
  * everything is cached). Call before the first guest; needs the project built (dist/).
  */
-export async function prepareImages(): Promise<void> {
+export async function prepareImages(options: { systemd?: boolean } = {}): Promise<void> {
   // Output to stderr only: stdout of a test file is its TAP stream. A failure throws with all output.
-  const result = await execa('bash', [join(IMAGES_DIR, 'prepare.sh')], { stdin: 'ignore', all: true });
+  const args = [join(IMAGES_DIR, 'prepare.sh'), ...(options.systemd ? ['--systemd'] : [])];
+  const result = await execa('bash', args, { stdin: 'ignore', all: true });
   if (result.all) process.stderr.write(result.all + '\n');
 }
 
@@ -195,6 +202,7 @@ export async function startGuest(options: GuestOptions): Promise<RunningGuest> {
     '-fw_cfg', `name=opt/handoff/script,file=${scriptPath}`,
   ];
   // Explicit devices, in this order: the media disk must stay /dev/vda (handoff-media reads it).
+  if (options.rootDisk) args.push('-drive', `file=${options.rootDisk},if=none,id=root,format=raw,snapshot=on`, '-device', 'virtio-blk-pci,drive=root,serial=handoff-root');
   if (media) args.push('-drive', `file=${media},if=none,id=media,format=raw,readonly=on`, '-device', 'virtio-blk-pci,drive=media,serial=handoff-media');
   if (options.scratchMiB) {
     const scratch = join(workDir, 'scratch.img');

@@ -88,13 +88,19 @@ export function systemdIsInit(): boolean {
 }
 
 /**
- * Jumps into the staged kernel. Returns only when that failed (with the reason); for
- * `systemctl kexec` it returns once the job is queued and the shutdown kills us later.
+ * Jumps into the staged kernel. Returns only when that failed (with the reason), like
+ * `kexec -e`: once `systemctl kexec` has queued the shutdown, this waits to be killed by it.
+ * Returning then would end `handoff prepare` while the shutdown is still on its way, and its
+ * watchdog (`handoff abort --watch`) would take the exit for a crash before the jump: it
+ * would unload the staged kernel and empty the store of processes already killed.
  */
 export async function executeKernel(how: 'direct' | 'systemd'): Promise<{ ok: boolean; output: string }> {
   if (how === 'systemd') {
     const r = await execa('systemctl', ['kexec'], { reject: false, all: true, stdin: 'ignore' });
-    return { ok: r.exitCode === 0, output: String(r.all ?? '').trim() };
+    if (r.exitCode !== 0) return { ok: false, output: String(r.all ?? '').trim() || `systemctl kexec exited ${r.exitCode}` };
+    log.info('systemctl kexec queued: waiting for the shutdown');
+    // (A timer keeps the event loop alive: a bare pending promise would let node exit.)
+    return await new Promise(() => setInterval(() => {}, 1 << 30));
   }
   // Only returns on failure: on success this kernel is gone.
   const r = await run(['-e']);
