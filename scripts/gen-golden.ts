@@ -139,8 +139,8 @@ export function fullRecords(): ImageRecordV1[] {
       kind: 'pty', id: 47, index: 3, termios: pattern(44, 45), winsize: { rows: 24, cols: 80, xpixel: 0, ypixel: 0 }, packet: false, locked: false, exclusive: false,
       input: [Buffer.from('ls -l\n')], inputPartial: Buffer.from('echo hel'), output: Buffer.from('$ '), session: CHILD, foreground: CHILD, controlling: [CHILD],
     },
-    { kind: 'tty', id: 45, pty: 47, end: 'master', path: '/dev/ptmx', flags: 2 },
-    { kind: 'tty', id: 46, pty: 47, end: 'slave', path: '/dev/pts/3', flags: 2 },
+    { kind: 'tty', id: 45, type: 'pty-master', index: 3, pty: 47, path: '/dev/ptmx', flags: 2 },
+    { kind: 'tty', id: 46, type: 'pty-slave', index: 3, pty: 47, path: '/dev/pts/3', flags: 2 },
     ...[[0, 4], [1, 1], [2, 1], [3, 20], [4, 11], [5, 40], [6, 41], [7, 42], [8, 43], [9, 44], [10, 12], [11, 21], [12, 22], [13, 30], [14, 31], [15, 33], [16, 45], [17, 46], [18, 2], [19, 3], [20, 23]].map(
       ([fd, object]) => ({ kind: 'fd', pid: PID, fd: fd!, object: object!, cloexec: fd! > 2 }) as ImageRecordV1,
     ),

@@ -11,6 +11,7 @@ import { ImageError, type ImageErrorCode } from '../errors.js';
 import { DEFAULT_LIMITS, FileBytes, ItemReader, type DecodeLimits } from './cbor.js';
 import { describeErrors, validators } from './schema.js';
 import { MAGIC, FORMAT_VERSION } from './writer.js';
+import { SegmentSums, validSegmentSize } from './segments.js';
 import { OBJECT_KINDS, PAYLOAD_FIELDS, type HeaderRecord, type ImageRecordV1, type PayloadRef, type TrailerRecord } from './records.js';
 
 export interface OpenOptions {
@@ -28,6 +29,8 @@ export interface OpenOptions {
    * installs a network lock from them; the main step verifies everything).
    */
   digest?: 'inline' | 'deferred' | 'none';
+  /** Smallest file a 'deferred' digest is deferred for (default DEFER_MIN_BYTES). */
+  deferFromBytes?: number;
 }
 
 /** Below this size a deferred digest is computed inline (starting a worker takes ~20 ms). */
@@ -102,14 +105,17 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
   try {
     if (options.checkOwnership !== false) checkSafe(fd, path);
     const mode = options.digest ?? 'inline';
-    const inline = mode === 'inline' || (mode === 'deferred' && fstatSync(fd).size < DEFER_MIN_BYTES);
+    const inline = mode === 'inline' || (mode === 'deferred' && fstatSync(fd).size < (options.deferFromBytes ?? DEFER_MIN_BYTES));
     const result = walk(fd, path, { ...DEFAULT_LIMITS, ...options.limits }, inline);
     let worker: Worker | undefined;
     let digestChecked: Promise<void>;
-    if (inline) digestChecked = Promise.resolve();
+    if (inline) {
+      checkSegmentsNow(fd, result.trailerAt, result.trailer);
+      digestChecked = Promise.resolve();
+    }
     else if (mode === 'none') digestChecked = Promise.reject(new ImageError('E_IMAGE_DIGEST', `${path}: opened without checking its digest`, { path }));
     else {
-      const started = startDigestWorker(fd, result.trailerAt, Buffer.from(result.trailer.sha256));
+      const started = startDigestWorker(fd, result.trailerAt, result.trailer);
       worker = started.worker;
       digestChecked = started.done;
     }
@@ -169,6 +175,13 @@ function walk(fd: number, path: string, limits: DecodeLimits, hashInline: boolea
       const trailer = rec as unknown as TrailerRecord;
       if (digestBefore && !digestBefore.equals(Buffer.from(trailer.sha256))) fail('E_IMAGE_DIGEST', 'SHA-256 of the image does not match its trailer', at);
       if (trailer.records !== count) fail('E_IMAGE_INCONSISTENT', `trailer counts ${trailer.records} records, the image has ${count}`, at);
+      // 1.1 writers always write segments: without them the trailer itself was damaged.
+      if (!trailer.segments && (header.version as { minor: number }).minor >= 1) fail('E_IMAGE_INCONSISTENT', 'a format 1.1 trailer without segment checksums', at);
+      if (trailer.segments) {
+        const { size, crc32 } = trailer.segments;
+        if (!validSegmentSize(size)) fail('E_IMAGE_INCONSISTENT', `segment size ${size} is not a power of two from 4096 to 2^30`, at);
+        if (crc32.length !== 4 * Math.ceil(at / size)) fail('E_IMAGE_INCONSISTENT', `trailer holds ${crc32.length} bytes of segment checksums, ${4 * Math.ceil(at / size)} expected`, at);
+      }
       if (reader.pos !== size) fail('E_IMAGE_TRAILING', `${size - reader.pos} bytes after the trailer`, reader.pos);
       checkReferences(records, offsets, pageSize);
       return { path, fd, size, header: header as unknown as HeaderRecord, records, offsets, trailer, skipped, trailerAt: at };
@@ -205,39 +218,65 @@ function walk(fd: number, path: string, limits: DecodeLimits, hashInline: boolea
   }
 }
 
-// The deferred digest's worker thread: hashes bytes [0, end) of the open image descriptor
-// (descriptors are shared by every thread of a process) and posts the SHA-256 back. Off the main
-// thread, it runs while the restore fills process memory from the same file; 1 MiB reads keep
-// the buffer in cache. Source text (eval) so it runs the same from src/ under the test loader
-// and from dist/.
+// The deferred digest's worker thread: reads bytes [0, end) of the open image descriptor
+// (descriptors are shared by every thread of a process) and posts back either their SHA-256
+// or, for a 1.1 image, the CRC-32 of each segment. Off the main thread, it runs while the
+// restore fills process memory from the same file; 1 MiB reads keep the buffer in cache.
+// Source text (eval) so it runs the same from src/ under the test loader and from dist/.
 const DIGEST_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { readSync } = require('node:fs');
 const { createHash } = require('node:crypto');
-const { fd, end } = workerData;
-const hash = createHash('sha256');
-const buf = Buffer.allocUnsafe(1 << 20);
+const { crc32 } = require('node:zlib');
+const { fd, end, segmentSize } = workerData;
+const hash = segmentSize ? undefined : createHash('sha256');
+const sums = segmentSize ? Buffer.alloc(Math.ceil(end / segmentSize) * 4) : undefined;
+const buf = Buffer.allocUnsafe(segmentSize ? Math.min(segmentSize, 1 << 20) : 1 << 20);
 let offset = 0;
+let crc = 0;
 try {
   while (offset < end) {
-    const r = readSync(fd, buf, 0, Math.min(buf.length, end - offset), offset);
+    const want = segmentSize ? Math.min(buf.length, end - offset, segmentSize - (offset % segmentSize)) : Math.min(buf.length, end - offset);
+    const r = readSync(fd, buf, 0, want, offset);
     if (r === 0) break;
-    hash.update(buf.subarray(0, r));
+    if (hash) hash.update(buf.subarray(0, r));
+    else {
+      crc = crc32(buf.subarray(0, r), crc);
+      if ((offset + r) % segmentSize === 0 || offset + r === end) {
+        sums.writeUInt32BE(crc >>> 0, Math.floor(offset / segmentSize) * 4);
+        crc = 0;
+      }
+    }
     offset += r;
   }
-  parentPort.postMessage(offset < end ? { shrunkAt: offset } : { digest: hash.digest() });
+  parentPort.postMessage(offset < end ? { shrunkAt: offset } : { digest: hash ? hash.digest() : sums });
 } catch (err) {
   parentPort.postMessage({ ioError: err.message, at: offset });
 }
 `;
 
-/** Hashes [0, trailerAt) in a worker thread; settles when it matches (or not) `expected`. */
-function startDigestWorker(fd: number, trailerAt: number, expected: Buffer): { worker: Worker; done: Promise<void> } {
-  const worker = new Worker(DIGEST_WORKER, { eval: true, workerData: { fd, end: trailerAt } });
+/** The first segment whose checksum differs, as the file offset where it starts. */
+function firstBadSegment(got: Buffer, want: Buffer, size: number): number | undefined {
+  for (let i = 0; i * 4 < want.length; i++) if (got.readUInt32BE(i * 4) !== want.readUInt32BE(i * 4)) return i * size;
+  return undefined;
+}
+
+/**
+ * Checks [0, trailerAt) in a worker thread, by segment checksums when the trailer has them,
+ * else by SHA-256; settles when it matches (or not).
+ */
+function startDigestWorker(fd: number, trailerAt: number, trailer: TrailerRecord): { worker: Worker; done: Promise<void> } {
+  const segmentSize = trailer.segments?.size;
+  const worker = new Worker(DIGEST_WORKER, { eval: true, workerData: { fd, end: trailerAt, segmentSize } });
   const done = new Promise<void>((resolve, reject) => {
     worker.once('message', (m: { digest?: Uint8Array; shrunkAt?: number; ioError?: string; at?: number }) => {
       if (m.digest) {
-        if (Buffer.from(m.digest).equals(expected)) resolve();
+        const got = Buffer.from(m.digest);
+        if (segmentSize) {
+          const bad = firstBadSegment(got, Buffer.from(trailer.segments!.crc32), segmentSize);
+          if (bad === undefined) resolve();
+          else reject(new ImageError('E_IMAGE_DIGEST', `checksum of the ${segmentSize}-byte segment at offset ${bad} does not match the trailer`, { offset: bad }));
+        } else if (got.equals(Buffer.from(trailer.sha256))) resolve();
         else reject(new ImageError('E_IMAGE_DIGEST', `SHA-256 of the image does not match its trailer (offset ${trailerAt})`, { offset: trailerAt }));
       } else if (m.shrunkAt !== undefined) reject(new ImageError('E_IMAGE_TRUNCATED', `file shrank while hashing (offset ${m.shrunkAt})`, { offset: m.shrunkAt }));
       else reject(new ImageError('E_IMAGE_IO', `read failed while hashing at offset ${m.at}: ${m.ioError}`, { offset: m.at }));
@@ -247,6 +286,22 @@ function startDigestWorker(fd: number, trailerAt: number, expected: Buffer): { w
     worker.once('exit', (code) => reject(new ImageError('E_IMAGE_IO', `digest worker stopped (exit ${code}) before it finished`, {})));
   });
   return { worker, done };
+}
+
+/** Checks the segment checksums in this thread (inline mode: after the SHA-256 matched). */
+function checkSegmentsNow(fd: number, trailerAt: number, trailer: TrailerRecord): void {
+  const seg = trailer.segments;
+  if (!seg) return;
+  const sums = new SegmentSums(seg.size);
+  const buf = Buffer.allocUnsafe(Math.min(seg.size, 1 << 20));
+  for (let offset = 0; offset < trailerAt; ) {
+    const r = readSync(fd, buf, 0, Math.min(buf.length, trailerAt - offset), offset);
+    if (r === 0) fail('E_IMAGE_TRUNCATED', 'file shrank while reading', offset);
+    sums.update(buf.subarray(0, r));
+    offset += r;
+  }
+  const bad = firstBadSegment(sums.bytes(), Buffer.from(seg.crc32), seg.size);
+  if (bad !== undefined) fail('E_IMAGE_DIGEST', `checksum of the ${seg.size}-byte segment at offset ${bad} does not match the trailer`, bad);
 }
 
 function validate(check: ReturnType<typeof validators>, kind: string, rec: Record<string, unknown>, at: number): void {
@@ -290,6 +345,9 @@ function checkReferences(records: ImageRecordV1[], offsets: number[], pageSize: 
         break;
       case 'pipe-end':
         need(r.pipe, ['pipe'], i, `pipe-end ${r.id}`);
+        break;
+      case 'tty':
+        need(r.pty, ['pty'], i, `tty ${r.id}`);
         break;
       case 'memory-area':
         need(r.fileId, ['file'], i, `memory area at ${r.start}`);

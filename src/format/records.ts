@@ -52,6 +52,8 @@ export interface TrailerRecord extends RecordBase {
   records: number;
   /** SHA-256 of every byte of the file before the trailer. */
   sha256: Bytes;
+  /** Since 1.1: CRC-32 of each `size`-byte segment of those bytes, 4 bytes big-endian each. */
+  segments?: { size: number; crc32: Bytes };
 }
 
 // ---------------------------------------------------------------- process tree
@@ -500,9 +502,11 @@ export interface PtyRecord extends RecordBase {
 export interface TtyRecord extends RecordBase {
   kind: 'tty';
   id: number;
-  /** Id of the pty record. */
-  pty: number;
-  end: 'master' | 'slave';
+  type: 'pty-master' | 'pty-slave' | 'console';
+  /** N of /dev/pts/N. */
+  index: number;
+  /** Since 1.1: id of the pty record (a restorer refuses a terminal without it). */
+  pty?: number;
   path: string;
   flags: number;
 }

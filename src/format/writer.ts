@@ -8,9 +8,10 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { Encoder } from 'cbor-x';
 import { ImageError } from '../errors.js';
 import { cborHead } from './cbor.js';
+import { SegmentSums } from './segments.js';
 import { PAYLOAD_FIELDS, type HeaderFields, type HeaderRecord, type ImageRecordV1, type PagesRecord, type FileRecord, type RecordBase } from './records.js';
 
-export const FORMAT_VERSION = { major: 1, minor: 0 } as const;
+export const FORMAT_VERSION = { major: 1, minor: 1 } as const;
 export const MAGIC = 'handoff-image';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true, useTag259ForMaps: false } as ConstructorParameters<typeof Encoder>[0]);
@@ -47,6 +48,7 @@ export class ImageWriter {
   /** File offset of the next byte written. */
   private pos = 0;
   private readonly hash: Hash = createHash('sha256');
+  private readonly segments = new SegmentSums();
   private buf = Buffer.allocUnsafe(BUFFER);
   private used = 0;
   private records = 0;
@@ -178,7 +180,7 @@ export class ImageWriter {
     this.pos -= this.heldBytes;
     this.heldBytes = 0;
     for (const chunk of held) {
-      this.hash.update(chunk);
+      this.digest(chunk);
       this.writeAll(chunk);
     }
     // Metadata still in the buffer was put after everything held.
@@ -211,7 +213,7 @@ export class ImageWriter {
         });
       step(0);
     }).finally(() => this.pending--);
-    this.hash.update(chunk);
+    this.digest(chunk);
     return done;
   }
 
@@ -222,7 +224,7 @@ export class ImageWriter {
     this.release();
     this.flush();
     const digest = this.hash.digest();
-    const trailer = encodeRecord({ kind: 'trailer', records: this.records, sha256: digest });
+    const trailer = encodeRecord({ kind: 'trailer', records: this.records, sha256: digest, segments: { size: this.segments.size, crc32: this.segments.bytes() } });
     this.writeAll(trailer);
     try {
       fsyncSync(this.fd);
@@ -289,7 +291,7 @@ export class ImageWriter {
   /** Hashes and writes `chunk`, or while holding keeps a copy of it. */
   private out(chunk: Uint8Array): void {
     if (!this.held) {
-      this.hash.update(chunk);
+      this.digest(chunk);
       this.writeAll(chunk);
       return;
     }
@@ -304,6 +306,12 @@ export class ImageWriter {
     this.heldBytes += chunk.length;
     this.pos += chunk.length;
     if (this.heldBytes > this.holdBudget) this.release();
+  }
+
+  /** Feeds the running SHA-256 and the segment checksums, in file order. */
+  private digest(chunk: Uint8Array): void {
+    this.hash.update(chunk);
+    this.segments.update(chunk);
   }
 
   private writeAll(chunk: Uint8Array): void {

@@ -439,7 +439,7 @@ export const ttyModule: FdObjectModule = {
       ctx.emit(rec);
     }
     const id = ctx.newId();
-    ctx.emit({ kind: 'tty', id, pty: ptyId, end: c.end, path: info.link, flags: recordFlags(info.fdinfo.flags) });
+    ctx.emit({ kind: 'tty', id, type: c.end === 'master' ? 'pty-master' : 'pty-slave', index: c.index, pty: ptyId, path: info.link, flags: recordFlags(info.fdinfo.flags) });
     return id;
   },
 
@@ -448,7 +448,7 @@ export const ttyModule: FdObjectModule = {
     const pty = restoredPty(ptyRecordOf(record, ctx), ctx);
     const flags = record.flags as number;
     let fd: number;
-    if (record.end === 'master') {
+    if (record.type === 'pty-master') {
       // Opening /dev/ptmx again would make another pty: one description per master.
       if (pty.masterHandedOut) throw new ProcessError('E_RESTORE', `two open descriptions of the master of /dev/pts/${pty.index}`);
       pty.masterHandedOut = true;
@@ -472,7 +472,9 @@ interface RestoredPty {
 }
 
 function ptyRecordOf(record: ImageRecord, ctx: RestoreContext): ImageRecord {
-  const ptyId = record.pty as number;
+  const ptyId = record.pty as number | undefined;
+  // Format 1.0 named the tty record but nothing wrote it: without its pair there is no state.
+  if (ptyId === undefined) throw new ProcessError('E_RESTORE', `terminal ${record.path as string} (tty ${record.id as number}) has no pty record: it was not written by a tool that records terminals`);
   const rec = ctx.byId(ptyId);
   if (!rec || rec.kind !== 'pty') throw new ProcessError('E_RESTORE', `tty ${record.id as number} refers to missing pty ${ptyId}`);
   return rec;

@@ -22,6 +22,29 @@ t.test('regenerating the golden images gives identical bytes', async (t) => {
   for (const name of written) t.ok(readFileSync(join(dir, name)).equals(readFileSync(join(golden, name))), `${name} is byte-identical`);
 });
 
+t.test('an image written by format 1.0 (no segment checksums) is still read and checked by its SHA-256', async (t) => {
+  const path = join(import.meta.dirname, '..', 'golden', 'compat', 'full-1.0.himg');
+  const inline = openImage(path);
+  t.same(inline.header.version, { major: 1, minor: 0 });
+  t.equal(inline.trailer.segments, undefined, 'no segments in a 1.0 trailer');
+  inline.close();
+  const deferred = openImage(path, { digest: 'deferred', deferFromBytes: 0 });
+  await t.resolves(deferred.digestChecked, 'the deferred check falls back to the SHA-256');
+  deferred.close();
+  const bytes = readFileSync(path);
+  bytes[bytes.length >> 1]! ^= 0x40;
+  const bad = join(mkdtempSync(join(tmpdir(), 'handoff-compat-')), 'bad.himg');
+  writeFileSync(bad, bytes, { mode: 0o600 });
+  let code: string | undefined;
+  try {
+    const img = openImage(bad, { digest: 'deferred', deferFromBytes: 0 });
+    await img.digestChecked.finally(() => img.close());
+  } catch (err) {
+    code = (err as ImageError).code;
+  }
+  t.ok(code === 'E_IMAGE_DIGEST' || code === 'E_IMAGE_CBOR' || code === 'E_IMAGE_SCHEMA', `a flipped bit is refused (${code})`);
+});
+
 t.test('the golden images together hold every record kind', async (t) => {
   const kinds = new Set<string>();
   for (const name of names) {

@@ -213,7 +213,8 @@ t.test('a large image opened with a deferred digest is checked by a worker: inta
   writeSync(fd, byte, 0, 1, flipAt);
   closeSync(fd);
   const flipped = openImage(path, { digest: 'deferred' });
-  await t.rejects(flipped.digestChecked, { code: 'E_IMAGE_DIGEST' }, 'the worker refuses the flipped bit');
+  const segment = Math.floor(flipAt / (1 << 20)) * (1 << 20);
+  await t.rejects(flipped.digestChecked, { code: 'E_IMAGE_DIGEST', details: { offset: segment } }, 'the worker refuses the flipped bit, naming the 1 MiB segment that holds it');
   flipped.close();
   t.equal(code(() => openImage(path)), 'E_IMAGE_DIGEST', 'the default (inline) open refuses it before returning');
   await t.rejects(openImage(path, { digest: 'none' }).digestChecked, { code: 'E_IMAGE_DIGEST' }, 'an image opened without a digest check never counts as checked');

@@ -92,8 +92,8 @@ t.test('a pty pair with bytes queued both ways: dumped, the original untouched, 
   t.same(canon.input.map((b: Uint8Array) => Buffer.from(b).toString()), ['first\n', 'second\n'], 'canonical input: the completed lines');
   t.equal(Buffer.from(canon.inputPartial as Uint8Array).toString(), 'part', 'and the line being typed');
   t.equal(Buffer.from(canon.output as Uint8Array).toString(), 'prompt\r\n');
-  t.match(recordById(records, ids.rm), { kind: 'tty', pty: raw.id, end: 'master', path: '/dev/ptmx' });
-  t.match(recordById(records, ids.rs), { kind: 'tty', pty: raw.id, end: 'slave', path: `/dev/pts/${index[0]}` });
+  t.match(recordById(records, ids.rm), { kind: 'tty', pty: raw.id, type: 'pty-master', index: index[0], path: '/dev/ptmx' });
+  t.match(recordById(records, ids.rs), { kind: 'tty', pty: raw.id, type: 'pty-slave', index: index[0], path: `/dev/pts/${index[0]}` });
   t.notOk(raw.session, 'not a controlling terminal');
 
   // The dump put every byte back, line structure included.
