@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { ProcessError, UsageError } from '../errors.js';
 import { readStat } from '../kernel/proc.js';
+import { cgroupMounts } from '../objects/cgroup.js';
 
 export interface TargetSpec {
   pids?: number[];
@@ -12,11 +13,21 @@ export interface TargetSpec {
   units?: string[];
 }
 
-const CGROUP_ROOT = '/sys/fs/cgroup';
+/**
+ * Where cgroup paths (as systemd's ControlGroup shows them) are: the cgroup v2 mount, at
+ * /sys/fs/cgroup on a unified system and /sys/fs/cgroup/unified on a hybrid one; on a v1-only
+ * system systemd's own name=systemd hierarchy.
+ */
+function cgroupRoot(): string {
+  const mounts = cgroupMounts();
+  const v2 = mounts.find((m) => m.version === 2 && m.root === '/');
+  const named = mounts.find((m) => m.version === 1 && m.controllers.length === 1 && m.controllers[0] === 'name=systemd' && m.root === '/');
+  return (v2 ?? named)?.mountPoint ?? '/sys/fs/cgroup';
+}
 
 export function cgroupDir(path: string): string {
-  const dir = path.startsWith(CGROUP_ROOT) ? path : join(CGROUP_ROOT, path);
-  if (!existsSync(join(dir, 'cgroup.procs'))) throw new UsageError(`no cgroup at ${dir} (cgroup v2 is needed)`, { path: dir });
+  const dir = path.startsWith('/sys/fs/cgroup') ? path : join(cgroupRoot(), path);
+  if (!existsSync(join(dir, 'cgroup.procs'))) throw new UsageError(`no cgroup at ${dir}`, { path: dir });
   return dir;
 }
 
