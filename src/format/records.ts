@@ -406,6 +406,15 @@ export interface UdpRecord extends RecordBase {
   remote?: InetAddress;
   options: SocketOptions;
   flags: number;
+  /** Datagrams waiting to be read, with the address each came from and was sent to. */
+  queue?: UdpQueuedDatagram[];
+}
+
+export interface UdpQueuedDatagram {
+  data: Bytes;
+  from: InetAddress;
+  /** The datagram's destination address (IP_PKTINFO), port 0. */
+  to?: InetAddress;
 }
 
 export interface UnixQueuedMessage {
@@ -429,6 +438,8 @@ export interface UnixRecord extends RecordBase {
   flags: number;
   /** SHUT_* bits: 1 = no more reads, 2 = no more writes. */
   shutdown: number;
+  /** The peer was outside the dumped set: restore without it, as closed or reconnected by its name (dgram). */
+  peerOutside?: { restore: 'closed' | 'reconnect'; address?: { path: string } | { abstract: Bytes } };
 }
 
 // ---------------------------------------------------------------- anon-inode fds

@@ -396,3 +396,70 @@ const setStatusFlagsRaw = bind('hnd_set_status_flags', T.i32, [T.i32, T.i32]);
 export function setStatusFlags(fd: number, flags: number): void {
   check('fcntl(F_SETFL)', setStatusFlagsRaw(fd, flags), { fd, flags });
 }
+
+// ---------------------------------------------------------------- queued messages (socket-queues.c)
+
+const peekMessageRaw = bind('hnd_peek_message', T.i32, [T.i32, T.i32, T.u8array, T.i64, T.u8array, T.i32, T.u8array, T.i32, T.u8array, T.i32, T.u8array]);
+const sendWithFdsRaw = bind('hnd_send_with_fds', T.i64, [T.i32, T.u8array, T.i64, T.u8array, T.i32]);
+const udpInjectRaw = bind('hnd_udp_inject', T.i32, [T.u8array, T.i32, T.u8array, T.i32, T.u8array, T.i64]);
+
+export const SO_PEEK_OFF = 42;
+
+export interface PeekedMessage {
+  /** The bytes copied (at most the capacity asked for). */
+  data: Buffer;
+  /** The message's real length (datagrams; larger than data.length when cut). */
+  length: number;
+  /** SCM_RIGHTS descriptors that travel with it, duplicated into this process (close-on-exec). */
+  fds: number[];
+  /** Control data or descriptors were cut (more than fit). */
+  truncatedControl: boolean;
+  /** Datagram sockets: the sender's address, when it has one. */
+  from?: SockAddr;
+  /** IP sockets asked with wantDestination: the address the datagram was sent to. */
+  to?: SockAddr;
+}
+
+/**
+ * One message of the receive queue of `fd`, `offset` bytes in, left in the queue (MSG_PEEK at
+ * SO_PEEK_OFF `offset`; the socket's own peek offset is put back). undefined when nothing is
+ * queued there. A stream peek returns the bytes up to and including the first piece that
+ * carries descriptors.
+ */
+export function peekMessage(fd: number, offset: number, capacity: number, opts: { wantDestination?: boolean } = {}): PeekedMessage | undefined {
+  const buf = Buffer.alloc(Math.max(capacity, 1));
+  const fds = Buffer.alloc(253 * 4);
+  const name = Buffer.alloc(SOCKADDR_MAX);
+  const dst = Buffer.alloc(SOCKADDR_MAX);
+  const out = Buffer.alloc(6 * 4);
+  const r = peekMessageRaw(fd, offset, buf, capacity, fds, 253, name, SOCKADDR_MAX, dst, opts.wantDestination ? 1 : 0, out);
+  if (r === -11 /* EAGAIN */) return undefined;
+  check('recvmsg(MSG_PEEK)', r, { fd, offset });
+  const w = (i: number) => out.readUInt32LE(i * 4);
+  const message: PeekedMessage = {
+    data: Buffer.from(buf.subarray(0, w(0))),
+    length: w(1),
+    fds: Array.from({ length: w(2) }, (_, i) => fds.readInt32LE(i * 4)),
+    truncatedControl: (w(3) & 1) !== 0,
+  };
+  if (w(4) > 2) message.from = decodeSockAddr(name.subarray(0, w(4)));
+  if (w(5)) message.to = decodeSockAddr(dst.subarray(0, w(5)));
+  return message;
+}
+
+/** Sends `data` with `fds` attached as SCM_RIGHTS; returns the bytes sent. */
+export function sendWithFds(fd: number, data: Uint8Array, fds: number[]): number {
+  const list = Buffer.alloc(Math.max(fds.length, 1) * 4);
+  fds.forEach((f, i) => list.writeInt32LE(f, i * 4));
+  return check('sendmsg(SCM_RIGHTS)', Number(sendWithFdsRaw(fd, nonEmpty(data), data.length, list, fds.length)), { fd, fds: fds.length });
+}
+
+/**
+ * Queues one UDP datagram at the local socket that `to` reaches, with `from` as its source
+ * (address and port): a raw packet over loopback. `to` must be a local address.
+ */
+export function udpInject(from: SockAddr, to: SockAddr, data: Uint8Array): void {
+  const src = encodeSockAddr(from);
+  const dst = encodeSockAddr(to);
+  check('udp inject', udpInjectRaw(src, src.length, dst, dst.length, nonEmpty(data), data.length), { from, to });
+}
