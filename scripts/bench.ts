@@ -330,8 +330,8 @@ async function measureBig(workDir: string) {
   const restoreWall = performance.now() - t0;
   const out = readFileSync(restoreOut, 'utf8');
   if (code !== 0) throw new Error(`handoff restore exited ${code}\n${out}`);
-  const rj = jsonOf(out) as { ms: { verify: number; restore: number } };
-  note(`restore verify ${round(rj.ms.verify)} ms + restore ${round(rj.ms.restore)} ms, wall ${round(restoreWall)} ms`);
+  const rj = jsonOf(out) as { ms: { verify: number; restore: number; digestWait?: number } };
+  note(`restore verify ${round(rj.ms.verify)} ms + restore ${round(rj.ms.restore)} ms (of which ${round(rj.ms.digestWait ?? 0)} ms waiting for the image checksums after the memory fill), wall ${round(restoreWall)} ms`);
   const restoredRssAnon = statusField(p.pid, 'RssAnon');
   const verdict = await verdictOf(p.pid, p.log, r);
   const ddR2 = ddRead(image);
@@ -374,6 +374,7 @@ async function measureBig(workDir: string) {
     restore: {
       verifyMs: round(rj.ms.verify),
       restoreMs: round(rj.ms.restore),
+      digestWaitMs: round(rj.ms.digestWait ?? 0),
       wallMs: round(restoreWall),
       mibps: round(mibps(imageBytes, restoreMs)),
       mibpsRestoreOnly: round(mibps(imageBytes, rj.ms.restore)),

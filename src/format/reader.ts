@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { release as osRelease } from 'node:os';
-import { ImageError, type ImageErrorCode } from '../errors.js';
+import { HandoffError, ImageError, type ImageErrorCode } from '../errors.js';
 import { DEFAULT_LIMITS, FileBytes, ItemReader, type DecodeLimits } from './cbor.js';
 import { describeErrors, validators } from './schema.js';
 import { MAGIC, FORMAT_VERSION } from './writer.js';
@@ -95,7 +95,7 @@ function pread(fd: number, offset: number, length: number): Buffer {
 
 /** Opens, fully verifies and decodes an image. Throws ImageError; returns nothing partial. */
 export function openImage(path: string, options: OpenOptions = {}): Image {
-  validators(); // compile the schemas first: a broken installation is not an image error
+  validators(); // load the schemas first: a broken installation is not an image error
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -135,7 +135,7 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
     };
   } catch (err) {
     closeSync(fd);
-    if (err instanceof ImageError) throw err;
+    if (err instanceof ImageError || (err instanceof HandoffError && err.code === 'E_INSTALL')) throw err;
     throw new ImageError('E_IMAGE_IO', `cannot read ${path}: ${(err as Error).message}`, { path }, err);
   }
 }

@@ -180,8 +180,16 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     checkPidsFree(plan);
     // Addresses and routes first: a restored listener may need its address back to bind.
     const net = image.records.find((r) => r.kind === 'netconfig') as NetconfigRecord | undefined;
-    if (net && options.reapplyNetwork) await image.digestChecked;
-    const network = net ? await restoreNetconfig(net, options.reapplyNetwork ?? false) : undefined;
+    let network: NetconfigDiff | undefined;
+    let comparing: Promise<NetconfigDiff> | undefined;
+    if (net && options.reapplyNetwork) {
+      await image.digestChecked;
+      network = await restoreNetconfig(net, true);
+    } else if (net) {
+      // Only a comparison (ip and nft run as child processes): it runs while memory fills.
+      comparing = restoreNetconfig(net, false);
+      comparing.catch(() => undefined);
+    }
     const t1 = process.hrtime.bigint();
     const session = new Session(plan, imagePath, options.lockTable);
     try {
@@ -194,6 +202,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       throw new ProcessError('E_RESTORE', `restore failed at step '${session.step}': ${e.message}`, { step: session.step, ...e.details }, err);
     }
     const t2 = process.hrtime.bigint();
+    if (comparing) network = await comparing;
     const result: RestoreResult = {
       pids: plan.processes.map((p) => p.pid),
       threads: plan.processes.reduce((n, p) => n + plan.of(p.pid).threads.length, 0),

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { decodeMultiple } from 'cbor-x';
 import { openImage, RECORD_KINDS } from '../../src/format/index.js';
 import { validateImageCddl, CddlMismatch } from '../../src/format/cddl.js';
+import { validators } from '../../src/format/schema.js';
 import { writeGoldenImages } from '../../scripts/gen-golden.js';
 import { ImageError } from '../../src/errors.js';
 import { encodeRecord } from '../../src/format/writer.js';
@@ -43,6 +44,11 @@ t.test('an image written by format 1.0 (no segment checksums) is still read and 
     code = (err as ImageError).code;
   }
   t.ok(code === 'E_IMAGE_DIGEST' || code === 'E_IMAGE_CBOR' || code === 'E_IMAGE_SCHEMA', `a flipped bit is refused (${code})`);
+});
+
+t.test('every schema file compiles in strict mode, one per record kind plus header and trailer', async (t) => {
+  const all = validators().all();
+  t.same([...all.keys()].sort(), [...RECORD_KINDS, 'header', 'trailer'].sort());
 });
 
 t.test('the golden images together hold every record kind', async (t) => {
