@@ -86,7 +86,10 @@ t.test(`a systemd service is handed off by unit name from ${FROM} to ${TO} throu
     result = await peer.finish();
     await guest.waitForMarker('unit-stopped', undefined, 120_000);
   } finally {
-    const done = await Promise.race([guest.done, new Promise((ok) => setTimeout(ok, 60_000)).then(() => undefined)]);
+    // The guest powers itself off after the stop; give it a minute (the timer must not keep this process alive).
+    let timer: NodeJS.Timeout | undefined;
+    const done = await Promise.race([guest.done, new Promise((ok) => (timer = setTimeout(ok, 60_000))).then(() => undefined)]);
+    clearTimeout(timer);
     if (!done) guest.kill();
   }
   const { durationMs } = await guest.done;
