@@ -12,7 +12,10 @@ network lock tables are removed, the staged kernel is unloaded, the store is emp
 the pending record (/run/handoff/pending.json) removed. Processes run on (a killed prepare's
 ptrace freeze ends with it). Refuses while a prepare --exec is still running, unless
 --force (which kills it first). prepare --exec starts "abort --watch PID" itself, which does
-all this when the preparing process dies before the jump.`,
+all this when the preparing process dies before the jump. Once prepare has killed the
+processes for the jump (systemctl kexec), the store holds their only copy: the watchdog then
+keeps everything for handoff resume, and abort refuses (E_ABORT_LOSES_PROCESSES, exit 6)
+unless --force.`,
   options: {
     watch: { type: 'string' },
     force: { type: 'boolean' },
@@ -25,6 +28,7 @@ all this when the preparing process dies before the jump.`,
     const r = await abort({ watch, force: values.force === true });
     if (values.json) out(JSON.stringify(r, null, 2));
     else if (r.nothing && watch !== undefined) return 0;
+    else if (r.keptForResume) out('handoff abort: the processes were already stopped for the jump; the staged kernel, the lock and the store are kept for handoff resume');
     else if (r.nothing) out(`handoff abort: nothing pending${r.unlockedTables.length ? `; removed leftover lock tables ${r.unlockedTables.join(' ')}` : ''}`);
     else out(`handoff abort: ${r.repairedSockets.length} TCP connection(s) made sure to be out of repair mode, lock tables removed: ${r.unlockedTables.join(' ') || 'none'}, staged kernel ${r.kernelUnloaded ? 'unloaded' : 'none'}, store emptied`);
     return 0;

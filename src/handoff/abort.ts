@@ -4,6 +4,7 @@
 // ptrace, which lets them run as soon as the tracer is gone. What may be left is undone here:
 // TCP sockets a dump left in repair mode (switched off again: the connection carries on),
 // the network lock tables, the staged kernel, a half-written store, the pending record.
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { logger } from '../log.js';
 import { listFds } from '../kernel/proc.js';
@@ -13,7 +14,7 @@ import { listTables, unlock } from './netlock.js';
 import { kexecLoaded, unloadKernel } from './kexec.js';
 import { discardStore } from './prepare.js';
 import { clearPending, readPending, type PendingState } from './state.js';
-import { HandoffError } from '../errors.js';
+import { EXIT, HandoffError } from '../errors.js';
 
 const log = logger('abort');
 const TCP_ESTABLISHED = 1;
@@ -26,6 +27,8 @@ export interface AbortReport {
   repairedSockets: { pid: number; fd: number }[];
   unlockedTables: string[];
   kernelUnloaded: boolean;
+  /** The watchdog found the processes already stopped for the jump and left everything for resume. */
+  keptForResume?: boolean;
 }
 
 function alive(pid: number): boolean {
@@ -87,15 +90,43 @@ export async function ourLockTables(): Promise<string[]> {
   return tables.filter((t) => /^inet handoff(_t\d+)?$/.test(t)).map((t) => t.slice('inet '.length));
 }
 
+/** Alive and not a zombie: a killed process whose parent has not reaped it yet is gone. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether the handed-off processes are gone while their image is written: prepare killed them
+ * for the jump (systemctl kexec), so the store holds the only copy of them.
+ */
+function onlyCopyInStore(p: PendingState): boolean {
+  return (p.phase === 'written' || p.phase === 'executing') && p.pids.length > 0 && !p.pids.some(running);
+}
+
 export async function abort(options: { watch?: number; force?: boolean } = {}): Promise<AbortReport> {
   if (options.watch !== undefined) {
     while (alive(options.watch)) await sleep(100);
     const p = readPending();
     // The preparer finished its own business (jumped, or rolled back and cleared the record).
     if (!p || p.preparer !== options.watch || p.phase === 'staged') return { nothing: true, repairedSockets: [], unlockedTables: [], kernelUnloaded: false };
+    // Killed by the shutdown that systemctl kexec started: the jump is under way. Undoing now
+    // would unload the next kernel and delete the only copy of the processes.
+    if (onlyCopyInStore(p)) {
+      log.warn('the preparing process died after the processes were stopped for the jump: everything is kept for handoff resume', { preparer: p.preparer, phase: p.phase });
+      return { nothing: false, pending: p, repairedSockets: [], unlockedTables: [], kernelUnloaded: false, keptForResume: true };
+    }
     log.warn('the preparing process died before the jump: undoing its prepare', { preparer: p.preparer, phase: p.phase });
   }
   const pending = readPending();
+  if (pending && !options.force && pending.preparer !== process.pid && !alive(pending.preparer) && onlyCopyInStore(pending)) {
+    throw new HandoffError('E_ABORT_LOSES_PROCESSES', `the processes of this prepare (${pending.pids.join(' ')}) are gone and the store holds their only copy: run handoff resume to bring them back (abort --force discards them)`, { pids: pending.pids }, { exitCode: EXIT.process });
+  }
   if (pending && pending.phase !== 'staged' && alive(pending.preparer) && pending.preparer !== process.pid) {
     if (!options.force) throw new HandoffError('E_PREPARE_RUNNING', `handoff prepare (pid ${pending.preparer}) is still running; it undoes its own work on failure (use --force to kill it first)`, { pid: pending.preparer });
     process.kill(pending.preparer, 'SIGKILL');

@@ -2,7 +2,7 @@
 // with every blocker and changes nothing; abort and resume with nothing pending are no-ops.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -68,4 +68,34 @@ t.test('abort and resume with nothing pending do nothing', async (t) => {
   const e = await handoff('resume', '--early', '--image', join(dir, 'store'));
   t.equal(e.exitCode, 0);
   t.match(String(e.stdout), /nothing to resume/);
+});
+
+t.test('once the processes were killed for the jump, the watchdog keeps the store and abort refuses to discard their only copy', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'handoff-kept-'));
+  const store = join(dir, 'store');
+  mkdirSync(store, { mode: 0o700 });
+  const manifest = join(store, 'manifest.json');
+  writeFileSync(manifest, '{}', { mode: 0o600 });
+  // A preparer and a workload that are both gone, as after `systemctl kexec` killed prepare.
+  const gone = await execa('sh', ['-c', 'echo $$']);
+  const deadPid = Number(gone.stdout);
+  const pending = { preparer: deadPid, startedAtMs: Date.now(), phase: 'executing', roots: [deadPid], pids: [deadPid], lockTables: [], store: { type: 'file', path: store }, tempFiles: [], kernelStaged: false };
+  writeFileSync(join(runDir, 'pending.json'), JSON.stringify(pending), { mode: 0o600 });
+  t.teardown(() => rmSync(join(runDir, 'pending.json'), { force: true }));
+
+  const watch = await handoff('abort', '--watch', String(deadPid), '--json');
+  t.equal(watch.exitCode, 0, String(watch.stderr));
+  t.match(JSON.parse(String(watch.stdout)), { keptForResume: true });
+  t.ok(existsSync(manifest), 'the watchdog left the store alone');
+  t.ok(existsSync(join(runDir, 'pending.json')), 'and the pending record');
+
+  const refused = await handoff('abort', '--json');
+  t.equal(refused.exitCode, 6, 'a plain abort refuses (exit 6)');
+  t.match(JSON.parse(String(refused.stdout)), { code: 'E_ABORT_LOSES_PROCESSES', pids: [deadPid] });
+  t.ok(existsSync(manifest), 'the store is still there');
+
+  const forced = await handoff('abort', '--force', '--json');
+  t.equal(forced.exitCode, 0, 'with --force it discards them');
+  t.notOk(existsSync(manifest), 'the store is emptied');
+  t.notOk(existsSync(join(runDir, 'pending.json')), 'nothing pending any more');
 });
