@@ -13,6 +13,7 @@ import { IPPROTO_TCP, SO, SOL_SOCKET, TCP_REPAIR_OFF, setsockoptInt, tcpInfo, tc
 import { listTables, unlock } from './netlock.js';
 import { kexecLoaded, unloadKernel } from './kexec.js';
 import { discardStore } from './prepare.js';
+import { releaseHeldUnits } from './hooks.js';
 import { clearPending, readPending, type PendingState } from './state.js';
 import { EXIT, HandoffError } from '../errors.js';
 
@@ -139,6 +140,7 @@ export async function abort(options: { watch?: number; force?: boolean } = {}): 
   let kernelUnloaded = false;
   if (pending?.kernelStaged && kexecLoaded()) kernelUnloaded = await unloadKernel();
   if (pending) {
+    await releaseHeldUnits();
     discardStore(pending.store, pending.tempFiles);
     clearPending();
   }

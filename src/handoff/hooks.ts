@@ -3,7 +3,7 @@
 // of node and of this installation are right): systemd units, and a plain init script for
 // systems without systemd (busybox init, the VM guests: their /init calls it).
 // Both do nothing unless the kernel command line carries handoff.resume=.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -119,4 +119,79 @@ export async function installHook(options: { mountPaths?: string[]; root?: strin
   writeFileSync(path, initScript(), { mode: 0o755 });
   log.info('resume hook installed', { kind, files: [path] });
   return { kind, files: [path] };
+}
+
+// ---------------------------------------------------------------- services held on the resume boot
+
+/** Drop-in that keeps a handed-off service from starting by itself on the resume boot. */
+export const HOLD_DROPIN = 'handoff-hold.conf';
+
+/** The systemd services the given processes run in (cgroup v2 path ending in NAME.service). */
+export function serviceUnitsOfPids(pids: number[]): string[] {
+  const units = new Set<string>();
+  for (const pid of pids) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+    } catch {
+      continue;
+    }
+    const path = /^0::(\S+)$/m.exec(text)?.[1] ?? '';
+    const m = /^\/(?:[^/]+\.slice\/)*([^/]+\.service)$/.exec(path);
+    if (m) units.add(m[1]!);
+  }
+  return [...units];
+}
+
+/**
+ * An enabled service would be started afresh on the resume boot, before resume brings the
+ * handed-off one back: the fresh copy takes its ports and pids and the restore fails. Each
+ * service of the handed-off processes gets a drop-in (persistent: it must survive the kexec)
+ * that skips it on a boot whose command line carries handoff.resume=; resume starts it itself
+ * with its restored processes (its runtime drop-in resets the condition) and then removes the
+ * drop-ins, and so does a prepare that does not jump.
+ */
+export async function holdUnits(units: string[], root = '/'): Promise<string[]> {
+  const files: string[] = [];
+  for (const unit of units) {
+    if (!/^[A-Za-z0-9:_.@\\-]+\.service$/.test(unit)) continue;
+    const dir = join(root, 'etc/systemd/system', `${unit}.d`);
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, HOLD_DROPIN);
+    writeFileSync(file, `# Written by handoff prepare: this service's processes are being handed off across a kexec;
+# on the resume boot, handoff resume starts it with them, so it must not start by itself there.
+# Removed by handoff resume and by handoff abort.
+[Unit]
+ConditionKernelCommandLine=!handoff.resume
+`, { mode: 0o644 });
+    files.push(file);
+  }
+  if (files.length && root === '/') await execa('systemctl', ['daemon-reload'], { stdin: 'ignore', reject: false });
+  if (files.length) log.info('services held for the resume boot', { units });
+  return files;
+}
+
+/** Removes every hold drop-in (after resume, or when a prepare is undone). */
+export async function releaseHeldUnits(root = '/'): Promise<string[]> {
+  const dir = join(root, 'etc/systemd/system');
+  const released: string[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir).filter((n) => n.endsWith('.service.d'));
+  } catch {
+    return released;
+  }
+  for (const d of entries) {
+    const file = join(dir, d, HOLD_DROPIN);
+    if (!existsSync(file)) continue;
+    rmSync(file, { force: true });
+    try {
+      rmdirSync(join(dir, d)); // only if it held nothing else
+    } catch {
+      /* other drop-ins of the admin's stay */
+    }
+    released.push(d.slice(0, -2));
+  }
+  if (released.length && root === '/' && existsSync('/run/systemd/system')) await execa('systemctl', ['daemon-reload'], { stdin: 'ignore', reject: false });
+  return released;
 }

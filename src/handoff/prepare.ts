@@ -21,7 +21,7 @@ import { logger } from '../log.js';
 import { dump, type DumpResult } from '../dump/index.js';
 import { unlock } from './netlock.js';
 import { executeKernel, nextCommandLine, stageKernel, systemdIsInit, unloadKernel, type Staged } from './kexec.js';
-import { handoffBin, installHook, type InstalledHook } from './hooks.js';
+import { handoffBin, holdUnits, installHook, releaseHeldUnits, serviceUnitsOfPids, type InstalledHook } from './hooks.js';
 import { runPreflight, type PreflightReport } from './preflight.js';
 import { clearPending, ensureRunDir, RUN_DIR, writePending, type PendingState } from './state.js';
 import { clearPmem, prepareFileStore, storeArgument, writeManifestFile, writePmem, MANIFEST_NAME, type Manifest, type StoreSpec, type TreeEntry } from './store.js';
@@ -128,6 +128,8 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
 
   pending.phase = 'dumping';
   writePending(pending);
+  // Services of the trees must not start afresh on the resume boot (see holdUnits).
+  if (hook.kind === 'systemd') await holdUnits(serviceUnitsOfPids(pending.pids));
   startWatchdog();
   const dumps: DumpResult[] = [];
   let jumped = false;
@@ -213,6 +215,7 @@ async function rollback(store: StoreSpec, dumps: DumpResult[], pending: PendingS
   }
   for (const table of pending.lockTables) await unlock({ table }).catch((e: unknown) => log.error('unlock failed', { table, error: String(e) }));
   await unloadKernel();
+  await releaseHeldUnits();
   discardStore(store, pending.tempFiles);
   clearPending();
 }

@@ -14,6 +14,7 @@ import { release as osRelease } from 'node:os';
 import { asHandoffError } from '../errors.js';
 import { logger } from '../log.js';
 import { openImage } from '../format/reader.js';
+import { releaseHeldUnits } from './hooks.js';
 import { restore } from '../restore/index.js';
 import { isLocked, lock, lockSpecFromRecords, unlock } from './netlock.js';
 import { resumeArgument, systemdIsInit } from './kexec.js';
@@ -135,6 +136,9 @@ export async function resume(options: { store?: StoreSpec } = {}): Promise<Resum
   for (const [i, tree] of manifest.trees.entries()) trees.push(await resumeTree(tree, found.paths[i]!));
   const runningAtMs = Date.now();
   const restorePhase = performance.now() - started;
+  // The services held off this boot are either running their restored processes or stopped.
+  const released = await releaseHeldUnits();
+  if (released.length) log.info('services no longer held', { units: released });
 
   const report: ResumeReport = {
     nothing: false,
@@ -215,6 +219,9 @@ async function beginAdoptions(candidates: { unit: string; mainPid: number }[]): 
     writeFileSync(join(dir, 'handoff-resumed.conf'), `# Written by handoff resume: this service's processes were handed off across kexec and
 # restored into its cgroup; its main process (pid ${a.mainPid}) comes from the PID file the
 # resume writes once they are in. Runtime only: gone at the next boot.
+[Unit]
+# Resets every condition, the one handoff prepare added for this boot among them.
+ConditionKernelCommandLine=
 [Service]
 Type=forking
 PIDFile=${a.pidFile}
