@@ -19,7 +19,7 @@ import { dumpCredentials } from '../objects/credentials.js';
 import { dumpPendingSignals, dumpSignalActions } from '../objects/signals.js';
 import { dumpItimers, dumpPosixTimers } from '../objects/timers.js';
 import { dumpThread } from '../objects/thread.js';
-import type { DumpContext, FdInfo, ImageRecord } from '../objects/types.js';
+import type { DumpContext, FdInfo, ImageRecord, ObjectOptions, PreflightContext } from '../objects/types.js';
 import type { RemoteTask } from '../ptrace/remote.js';
 import { SYS } from '../ptrace/syscalls.js';
 import { Frozen } from './freeze.js';
@@ -49,6 +49,8 @@ export interface DumpOptions {
   netconfig?: boolean;
   /** How long listeners get to empty their accept queues before the freeze (ms, default 2000). */
   acceptDrainMs?: number;
+  /** A unix socket whose peer is not dumped: a blocker unless 'closed' or 'reconnect' (ObjectOptions). */
+  unixOutside?: ObjectOptions['unixOutside'];
 }
 
 export interface DumpResult {
@@ -101,9 +103,23 @@ export function discover(pid: number, tree: boolean): number[] {
 }
 
 /** Everything that cannot be handed off, found without stopping anything. */
-export function preflight(pids: number[]): Blocker[] {
+export function preflight(pids: number[], options: ObjectOptions = {}): Blocker[] {
   const blockers: Blocker[] = [];
   const set = new Set(pids);
+  // Descriptors in flight (in unix socket queues) are checked by the module that would dump them.
+  const pctx: PreflightContext = {
+    options,
+    inFlight(localFd) {
+      const info = fdInfo(process.pid, localFd);
+      try {
+        const module = fdModules.find((m) => m.matches(info));
+        if (!module) return [{ code: 'B_FD_KIND', pid: process.pid, fd: localFd, reason: `unsupported kind of fd: ${info.link}` }];
+        return module.preflight?.(info, set, pctx) ?? [];
+      } finally {
+        closeFd(info.localFd);
+      }
+    },
+  };
   for (const pid of pids) {
     const status = readStatus(pid);
     if (status.state.startsWith('Z')) continue;
@@ -125,7 +141,7 @@ export function preflight(pids: number[]): Blocker[] {
       try {
         const module = fdModules.find((m) => m.matches(info));
         if (!module) blockers.push({ code: 'B_FD_KIND', pid, fd, reason: `unsupported kind of fd: ${link}` });
-        else blockers.push(...(module.preflight?.(info, set) ?? []));
+        else blockers.push(...(module.preflight?.(info, set, pctx) ?? []));
       } finally {
         closeFd(info.localFd);
       }
@@ -196,7 +212,7 @@ async function drainAcceptQueues(pids: number[], options: DumpOptions): Promise<
 
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const pids = discover(options.pid, options.tree ?? false);
-  const blockers = preflight(pids);
+  const blockers = preflight(pids, { unixOutside: options.unixOutside });
   if (blockers.length) throw new BlockedError(blockers);
 
   const zombies = new Set(pids.filter((p) => readStat(p).state === 'Z'));
@@ -312,6 +328,20 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       emit: (r: ImageRecord) => w.record(r as never),
       newId,
       pids: new Set(pids),
+      options: { unixOutside: options.unixOutside },
+      // A descriptor in flight: shared with an fd seen before, or dumped as an object of its own.
+      dumpFd: (localFd) => {
+        localFds.push(localFd);
+        const info = fdInfo(process.pid, localFd);
+        localFds.push(info.localFd);
+        const shared = seen.find((s) => s.info.stat.dev === info.stat.dev && s.info.stat.ino === info.stat.ino && sameOpenFile(s.info.pid, s.info.fd, info.pid, info.fd));
+        if (shared) return shared.id;
+        const module = fdModules.find((mod) => mod.matches(info));
+        if (!module) throw new BlockedError([{ code: 'B_FD_KIND', pid: process.pid, fd: localFd, reason: `unsupported kind of fd in flight: ${info.link}` }]);
+        const id = module.dump(info, ctx);
+        seen.push({ info, id });
+        return id;
+      },
       atEnd: (fn) => atEnd.push(fn),
       onAbort: (fn) => undo.push(fn),
       log,

@@ -23,6 +23,26 @@ export interface FdInfo {
 
 export type ImageRecord = { kind: string; [field: string]: unknown };
 
+/** Choices of the user that change what is a blocker and how objects are dumped. */
+export interface ObjectOptions {
+  /**
+   * A connected unix socket whose peer is in no dumped process is a blocker unless this says
+   * how to restore it: 'closed' (its peer has gone: queued data, then EOF / EPIPE) or
+   * 'reconnect' (a datagram socket connects to the peer's name again; others fall back to closed).
+   */
+  unixOutside?: 'closed' | 'reconnect';
+}
+
+/** What a module's preflight may use besides the fd itself. */
+export interface PreflightContext {
+  options: ObjectOptions;
+  /**
+   * Blockers of a descriptor that belongs to no process (one in flight in a unix socket's
+   * queue), given as a local fd of this process, found by the module that would dump it.
+   */
+  inFlight(localFd: number): Blocker[];
+}
+
 export interface DumpContext {
   /** Appends a record to the image (validated against the schema in tests). */
   emit(record: ImageRecord): void;
@@ -30,6 +50,14 @@ export interface DumpContext {
   newId(): number;
   /** Pids being dumped (a peer outside this set is a blocker for sockets and pipes). */
   pids: ReadonlySet<number>;
+  options: ObjectOptions;
+  /**
+   * Dumps a descriptor that belongs to no process (one in flight in a unix socket's queue),
+   * given as a local fd of the dumper, through the module that handles it, and returns its
+   * object id (the id already given when it shares an open file description with an fd seen
+   * before). The core takes the fd over and closes it when the dump ends.
+   */
+  dumpFd(localFd: number): number;
   /** Hooks run after all fds are dumped (e.g. to read a pipe once both ends are known). */
   atEnd(fn: () => void): void;
   /**
@@ -47,6 +75,11 @@ export interface RestoreContext {
   byId(id: number): ImageRecord | undefined;
   /** Memoises objects that several fds or processes share (both ends of one pipe...). */
   shared<T>(key: string, create: () => T): T;
+  /**
+   * A local fd for object `id`, recreated once through its module: the same one the core
+   * installs into processes (descriptors in flight refer to objects this way). Owned by the core.
+   */
+  objectFd(id: number): number;
   /** Runs after every process is restored and before the network unlock (TCP repair off...). */
   atFinish(fn: () => void | Promise<void>): void;
   /** Bytes of a payload stored in the image (deleted file or memfd contents...). */
@@ -62,7 +95,7 @@ export interface FdObjectModule {
   /** True when this module handles the fd. */
   matches(info: FdInfo): boolean;
   /** Problems that make the fd impossible to hand off, reported before anything is frozen. */
-  preflight?(info: FdInfo, pids: ReadonlySet<number>): Blocker[];
+  preflight?(info: FdInfo, pids: ReadonlySet<number>, ctx?: PreflightContext): Blocker[];
   /** Writes the object's record(s) and returns the id that fd records refer to. */
   dump(info: FdInfo, ctx: DumpContext): number;
   /** Recreates the object behind `record` and returns a local fd for it in the restorer. */

@@ -585,6 +585,7 @@ class Session {
     this.ctxCache = {
       records: image.records as unknown as ImageRecord[],
       byId: (id) => this.plan.objects.get(id),
+      objectFd: (id) => this.localFor(id, this.context()),
       shared: <T>(key: string, create: () => T): T => {
         if (!sharedMap.has(key)) sharedMap.set(key, create());
         return sharedMap.get(key) as T;

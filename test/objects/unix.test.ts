@@ -4,11 +4,14 @@ import t from 'tap';
 import net from 'node:net';
 import { existsSync } from 'node:fs';
 import { execa } from 'execa';
-import { closeFd } from '../../src/native/fd.js';
+import { closeSync, fstatSync, mkdtempSync, readSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { closeFd, takeFd } from '../../src/native/fd.js';
 import * as S from '../../src/native/socket.js';
 import { unixModule, type UnixRecord } from '../../src/objects/unix.js';
 import { LineWatcher, uniqueTag } from '../lib/netns.js';
-import { dumpContext, fdInfoOf, restoreContext, schemaErrors } from '../lib/socket-context.js';
+import { dumpContext, fdInfoOf, preflightContext, restoreContext, schemaErrors, type TestDumpContext } from '../lib/socket-context.js';
 
 const PAIR = `
 import socket, sys, os, array
@@ -104,30 +107,6 @@ for (const kind of ['stream', 'dgram', 'seqpacket'] as const) {
   });
 }
 
-t.test('a peer outside the dumped set is a blocker naming pid and fd', async (t) => {
-  const h = await holder(PAIR, ['stream', 'split']);
-  const info = fdInfoOf(h.p.pid!, h.fds[0]!);
-  const blockers = unixModule.preflight!(info, new Set([h.p.pid!]));
-  t.equal(blockers.length, 1);
-  t.match(blockers[0], { code: 'unix-peer-outside', pid: h.p.pid, fd: h.fds[0] });
-  closeFd(info.localFd);
-  h.p.kill('SIGKILL');
-  process.kill(h.fds[1]!, 'SIGKILL'); // the forked child holding the other end
-  await h.p;
-});
-
-t.test('descriptors in flight are a blocker, and peeking them leaks nothing', async (t) => {
-  const h = await holder(PAIR, ['stream', 'fds']);
-  const info = fdInfoOf(h.p.pid!, h.fds[1]!);
-  const before = (await import('node:fs')).readdirSync('/proc/self/fd').length;
-  const blockers = unixModule.preflight!(info, new Set([h.p.pid!]));
-  t.equal((await import('node:fs')).readdirSync('/proc/self/fd').length, before, 'peeked fds were closed');
-  t.match(blockers, [{ code: 'unix-scm-rights', pid: h.p.pid, fd: h.fds[1] }]);
-  closeFd(info.localFd);
-  h.p.kill('SIGKILL');
-  await h.p;
-});
-
 for (const named of ['path', 'abstract'] as const) {
   t.test(`a listener bound to a ${named} name accepts again after restore`, async (t) => {
     const tag = uniqueTag();
@@ -165,3 +144,253 @@ for (const named of ['path', 'abstract'] as const) {
     server.close();
   });
 }
+
+// ---------------------------------------------------------------- descriptors in flight
+
+const IN_FLIGHT = `
+import socket, sys, os
+kind, path, extra = sys.argv[1], sys.argv[2], sys.argv[3]
+typ = {'stream': socket.SOCK_STREAM, 'dgram': socket.SOCK_DGRAM, 'seqpacket': socket.SOCK_SEQPACKET}[kind]
+a, b = socket.socketpair(socket.AF_UNIX, typ)
+c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+d.send(b'waiting in c')
+r, w = os.pipe()
+os.write(w, b'pipe-bytes')
+f = open(path, 'w+b', buffering=0)
+f.write(b'0123456789')
+f.seek(4)
+a.send(b'plain before')
+socket.send_fds(a, [b'pipe and file'], [r, f.fileno()])
+# b travels in its own queue (a cycle); c lives only in flight.
+socket.send_fds(a, [b'sockets'], [b.fileno(), c.fileno()])
+if extra == 'pidfd': socket.send_fds(a, [b'pidfd'], [os.pidfd_open(os.getpid())])
+a.send(b'plain after')
+os.close(r)
+c.close()
+print('fds', a.fileno(), b.fileno(), d.fileno(), w, f.fileno(), flush=True)
+sys.stdin.read()
+`;
+
+/** Reads one message with its descriptors (peeked for the fds, then consumed). */
+function takeMessage(fd: number): { data: string; fds: number[] } | undefined {
+  const m = S.peekMessage(fd, 0, 1 << 16);
+  if (!m || (m.data.length === 0 && S.getsockoptInt(fd, S.SOL_SOCKET, S.SO.TYPE) === S.SOCK_STREAM)) return undefined;
+  S.recv(fd, Math.max(m.length, 1), S.MSG_DONTWAIT);
+  return { data: m.data.toString(), fds: m.fds };
+}
+
+/** Dumps the holder's fds the way the core does (shared open files found with kcmp). */
+function dumpFds(pid: number, fds: number[], dctx: TestDumpContext): number[] {
+  return fds.map((fd) => dctx.dumpFd(takeFd(pid, fd)));
+}
+
+const openFds = () => readdirSync('/proc/self/fd').length;
+
+for (const kind of ['stream', 'dgram', 'seqpacket'] as const) {
+  t.test(`descriptors in flight in a ${kind} queue come back in their messages, working`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'handoff-unix-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const h = await holder(IN_FLIGHT, [kind, join(dir, 'file'), 'none']);
+    const [a, b, d, w, f] = h.fds as [number, number, number, number, number];
+    const pids = [h.p.pid!];
+    const ib = fdInfoOf(h.p.pid!, b);
+    const before = openFds();
+    t.same(unixModule.preflight!(ib, new Set(pids), preflightContext(pids)), [], 'every descriptor in flight can be handed off');
+    t.equal(openFds(), before, 'the preflight closed every descriptor it peeked');
+    closeFd(ib.localFd);
+
+    const dctx = dumpContext(pids);
+    const [ida, idb, idd, idw, idf] = dumpFds(h.p.pid!, [a, b, d, w, f], dctx);
+    for (const r of dctx.records) t.equal(schemaErrors(r), '', `${r.kind} ${r.id} validates`);
+    const rb = dctx.records.find((r) => r.id === idb) as UnixRecord;
+    const kinds = (ids: number[]) => ids.map((id) => (id === idb ? 'self' : dctx.records.find((r) => r.id === id)!.kind));
+    t.same(
+      rb.queue.map((m) => [Buffer.from(m.data).toString(), kinds(m.fds)]),
+      kind === 'stream'
+        ? [['plain beforepipe and file', ['pipe-end', 'file']], ['sockets', ['self', 'unix']], ['plain after', []]]
+        : [['plain before', []], ['pipe and file', ['pipe-end', 'file']], ['sockets', ['self', 'unix']], ['plain after', []]],
+      'each message names the objects that travel with it',
+    );
+    t.equal(rb.queue.find((m) => m.fds.length === 2 && m.fds.includes(idb))!.fds[0], idb, 'the receiving socket is one object, in flight in its own queue');
+    t.equal(rb.queue.find((m) => m.fds.length === 2 && !m.fds.includes(idb))!.fds[1], idf, 'the file in flight is the open file the process holds');
+    const ic = rb.queue.find((m) => m.fds.includes(idb))!.fds[1]!;
+    t.equal((dctx.records.find((r) => r.id === ic) as UnixRecord).peer, idd, 'the socket living only in flight keeps its peer');
+    const queued = S.ioctlInt(takeFd(h.p.pid!, b), S.SIOCINQ);
+    t.ok(queued > 0, 'the original queue is still there');
+    h.p.kill('SIGKILL');
+    await h.p;
+    dctx.close();
+
+    const rctx = restoreContext(dctx.records);
+    const [na, nb, nd, nw, nf] = [ida, idb, idd, idw, idf].map((id) => rctx.objectFd(id!)) as [number, number, number, number, number];
+    await rctx.finish();
+    const messages: { data: string; fds: number[] }[] = [];
+    for (let m = takeMessage(nb); m; m = takeMessage(nb)) messages.push(m);
+    t.same(
+      messages.map((m) => [m.data, m.fds.length]),
+      rb.queue.map((m) => [Buffer.from(m.data).toString(), m.fds.length]),
+      'the restored socket reads the same messages with as many descriptors',
+    );
+    const withFile = messages.find((m) => m.data.endsWith('pipe and file'))!;
+    const [pipeRead, file] = withFile.fds as [number, number];
+    const buf = Buffer.alloc(32);
+    t.equal(buf.subarray(0, readSync(pipeRead, buf)).toString(), 'pipe-bytes', 'the pipe in flight holds its bytes');
+    writeSync(nw, 'more');
+    t.equal(buf.subarray(0, readSync(pipeRead, buf)).toString(), 'more', 'and is the pipe the process writes to');
+    t.equal(buf.subarray(0, readSync(file, buf, 0, 2, null)).toString(), '45', 'the file in flight reads from its offset');
+    t.equal(buf.subarray(0, readSync(nf, buf, 0, 2, null)).toString(), '67', 'and shares it with the process fd');
+    const [self, c] = messages.find((m) => m.data === 'sockets')!.fds as [number, number];
+    t.equal(fstatSync(self).ino, fstatSync(nb).ino, 'the socket in flight is the receiving socket itself');
+    t.same(readAll(c).map(String), ['waiting in c'], 'the socket living only in flight kept its queue');
+    S.sendAll(nd, Buffer.from('hi c'));
+    t.same(readAll(c).map(String), ['hi c'], 'and its peer');
+    S.sendAll(na, Buffer.from('after'));
+    t.same(readAll(nb).map(String), ['after'], 'the pair still talks');
+    for (const m of messages) for (const fd of m.fds) closeSync(fd);
+    for (const fd of rctx.objects().values()) closeFd(fd);
+  });
+}
+
+t.test('a descriptor in flight of a kind that cannot be handed off is a blocker naming the socket that holds it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'handoff-unix-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const h = await holder(IN_FLIGHT, ['dgram', join(dir, 'file'), 'pidfd']);
+  const b = h.fds[1]!;
+  const info = fdInfoOf(h.p.pid!, b);
+  const before = openFds();
+  const blockers = unixModule.preflight!(info, new Set([h.p.pid!]), preflightContext([h.p.pid!]));
+  t.equal(openFds(), before, 'peeked descriptors were closed');
+  t.match(blockers, [{ code: 'B_FD_KIND', pid: h.p.pid, fd: b, reason: /in flight.*pidfd/ }]);
+  closeFd(info.localFd);
+  h.p.kill('SIGKILL');
+  await h.p;
+});
+
+// ---------------------------------------------------------------- peers outside the dumped set
+
+t.test('a peer outside the dumped set is a blocker naming pid, fd and peer, unless told what to do', async (t) => {
+  const h = await holder(PAIR, ['stream', 'split']);
+  const info = fdInfoOf(h.p.pid!, h.fds[0]!);
+  const blockers = unixModule.preflight!(info, new Set([h.p.pid!]), preflightContext([h.p.pid!]));
+  t.equal(blockers.length, 1);
+  t.match(blockers[0], { code: 'unix-peer-outside', pid: h.p.pid, fd: h.fds[0], reason: /peer socket \(inode \d+\).*--unix-outside=closed\|reconnect/ });
+  t.same(unixModule.preflight!(info, new Set([h.p.pid!]), preflightContext([h.p.pid!], { unixOutside: 'closed' })), [], 'no blocker with --unix-outside');
+  t.throws(() => unixModule.dump(info, dumpContext([h.p.pid!])), { code: 'E_BLOCKED' }, 'the dump refuses it too');
+  closeFd(info.localFd);
+  h.p.kill('SIGKILL');
+  process.kill(h.fds[1]!, 'SIGKILL'); // the forked child holding the other end
+  await h.p;
+});
+
+for (const [kind, mode] of [['stream', 'closed'], ['dgram', 'closed'], ['stream', 'reconnect'], ['seqpacket', 'reconnect']] as const) {
+  t.test(`a ${kind} socket whose peer is outside comes back closed with --unix-outside=${mode}`, async (t) => {
+    const h = await holder(PAIR, [kind, 'split']);
+    const info = fdInfoOf(h.p.pid!, h.fds[0]!);
+    const dctx = dumpContext([h.p.pid!], { unixOutside: mode });
+    unixModule.dump(info, dctx);
+    const record = dctx.records[0] as UnixRecord;
+    t.equal(schemaErrors(record), '');
+    t.equal(record.peer, undefined, 'no peer record');
+    t.same(record.peerOutside, { restore: mode }, 'the choice is recorded (an unnamed peer has no address)');
+    t.same(record.queue.map((m) => Buffer.from(m.data).toString()), ['to a']);
+    h.p.kill('SIGKILL');
+    process.kill(h.fds[1]!, 'SIGKILL');
+    await h.p;
+    closeFd(info.localFd);
+
+    const rctx = restoreContext(dctx.records);
+    const fd = unixModule.restore(record, rctx) as number;
+    await rctx.finish();
+    t.equal(S.recv(fd, 100, S.MSG_DONTWAIT).toString(), 'to a', 'the queued data first');
+    if (kind === 'dgram') {
+      t.throws(() => S.recv(fd, 100, S.MSG_DONTWAIT), { errno: 11 }, 'then nothing');
+      t.throws(() => S.sendAll(fd, Buffer.from('x')), { errno: 111 }, 'writes: ECONNREFUSED, the peer has gone');
+    } else {
+      t.equal(S.recv(fd, 100, S.MSG_DONTWAIT).length, 0, 'then EOF');
+      t.throws(() => S.sendAll(fd, Buffer.from('x')), { errno: 32 }, 'writes: EPIPE');
+    }
+    closeFd(fd);
+  });
+}
+
+const DGRAM_CLIENT = `
+import socket, sys
+me, server = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(me)
+s.connect(server)
+s.send(b'hello server')
+print('fd', s.fileno(), flush=True)
+sys.stdin.read()
+`;
+
+// An unconnected datagram server (like a syslog daemon): prints what it gets, answers with sendto.
+const DGRAM_SERVER = `
+import socket, sys, select, os
+me = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(me)
+print('fds', s.fileno(), flush=True)
+while True:
+    r, _, _ = select.select([s, sys.stdin], [], [])
+    if s in r:
+        data, addr = s.recvfrom(100)
+        print('got', data.decode(), addr, flush=True)
+    if sys.stdin in r:
+        chunk = os.read(0, 4096).decode()
+        if not chunk: break
+        for line in chunk.split('\\n'):
+            if not line.strip(): continue
+            to, text = line.split()
+            s.sendto(text.encode(), to)
+            print('sent', text, flush=True)
+`;
+
+t.test('a datagram socket is reconnected to its outside peer by name with --unix-outside=reconnect', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'handoff-unix-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const serverPath = join(dir, 'server.sock');
+  const clientPath = join(dir, 'client.sock');
+  // The server is another process, outside the dumped set.
+  const server = await holder(DGRAM_SERVER, [serverPath]);
+  t.teardown(() => server.p.kill('SIGKILL'));
+  const serverOut = new LineWatcher(server.p.stdout!);
+  const h = await holder(DGRAM_CLIENT, [clientPath, serverPath]);
+  t.teardown(() => h.p.kill('SIGKILL'));
+  t.match(await serverOut.waitFor('got'), `got hello server ${clientPath}`);
+  server.p.stdin!.write(`${clientPath} reply-1\n${clientPath} reply-2\n`);
+  const info = fdInfoOf(h.p.pid!, h.fds[0]!);
+  await serverOut.waitFor('sent reply-2');
+
+  t.match(unixModule.preflight!(info, new Set([h.p.pid!]), preflightContext([h.p.pid!])), [{ code: 'unix-peer-outside', reason: new RegExp(serverPath) }], 'without the option: a blocker naming the peer');
+  const dctx = dumpContext([h.p.pid!], { unixOutside: 'reconnect' });
+  unixModule.dump(info, dctx);
+  const record = dctx.records[0] as UnixRecord;
+  t.equal(schemaErrors(record), '');
+  t.same(record.peerOutside, { restore: 'reconnect', address: { path: serverPath } });
+  t.same(record.address, { path: clientPath });
+  t.same(record.queue.map((m) => Buffer.from(m.data).toString()), ['reply-1', 'reply-2']);
+  h.p.kill('SIGKILL');
+  await h.p;
+  closeFd(info.localFd);
+
+  const rctx = restoreContext(dctx.records);
+  const fd = unixModule.restore(record, rctx) as number;
+  await rctx.finish();
+  t.same(readAll(fd).map(String), ['reply-1', 'reply-2'], 'the queued datagrams, in order');
+  t.same(S.getsockname(fd), { family: 'unix', path: clientPath }, 'bound to its name again');
+  t.same(S.getpeername(fd), { family: 'unix', path: serverPath }, 'connected to the peer again');
+  S.sendAll(fd, Buffer.from('back-again'));
+  t.match(await serverOut.waitFor('got back-again'), clientPath, 'the outside peer gets what it sends, from its name');
+  closeFd(fd);
+
+  // The same image once the peer has gone: restored as closed.
+  server.p.kill('SIGKILL');
+  await server.p;
+  rmSync(serverPath);
+  const again = restoreContext(dctx.records);
+  const closed = unixModule.restore(record, again) as number;
+  t.same(readAll(closed).map(String), ['reply-1', 'reply-2'], 'without its peer: the queue still comes back');
+  t.throws(() => S.sendAll(closed, Buffer.from('x')), { errno: 111 }, 'and writes are refused');
+  closeFd(closed);
+});
