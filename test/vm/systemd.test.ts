@@ -27,6 +27,7 @@ if [ "$HANDOFF_BOOT" = 1 ]; then
   mkdir -p /var/lib/handoff/work
   # Workload pids well above what the next boot uses before its resume (restore needs them free).
   echo 5000 > /proc/sys/kernel/ns_last_pid
+  systemctl enable $U 2>/dev/null
   systemctl start $U
   mark unit-started state=$(systemctl is-active $U) main=$(systemctl show -p MainPID --value $U) cgroup=$(systemctl show -p ControlGroup --value $U)
   wait_lines 10 || exit 1
@@ -48,6 +49,7 @@ resumed=$(lines)
 procs=$(tr '\n' ',' < /sys/fs/cgroup$(mono $U ControlGroup)/cgroup.procs 2>/dev/null)
 mark unit-resumed state=$(systemctl is-active $U) sub=$(mono $U SubState) main=$(mono $U MainPID) cgroup=$(mono $U ControlGroup) procs=$procs workload=$(pgrep -d, -f '^/usr/local/bin/handoff-workload')
 systemctl status --no-pager --full --lines=0 $U 2>&1 | sed 's/^/status: /'
+mark held hold=$(test -e /etc/systemd/system/$U.d/handoff-hold.conf && echo present || echo gone) enabled=$(systemctl is-enabled $U)
 mark status-listed pids=$(systemctl status --no-pager --full --lines=0 $U 2>&1 | grep -o '[0-9]* /usr/local/bin/handoff-workload' | cut -d' ' -f1 | tr '\n' ',')
 # The host peer goes on for a while, then asks for "verify" and says "bye".
 wait_lines $((resumed + ${AFTER_RESUME})) || exit 1
@@ -128,6 +130,8 @@ t.test(`a systemd service is handed off by unit name from ${FROM} to ${TO} throu
   t.same((resumed?.fields.procs ?? '').split(',').filter(Boolean).sort(), restoredPids, 'every restored process is in the unit\'s cgroup, and nothing else');
   t.same((find('status-listed')?.fields.pids ?? '').split(',').filter(Boolean).sort(), restoredPids, 'systemctl status lists the restored processes');
   t.equal(restoredPids.length, 2, 'the workload and its child');
+  // Enabled, it would have started afresh on the resume boot and taken the restore's port.
+  t.same([find('held')?.fields.hold, find('held')?.fields.enabled], ['gone', 'enabled'], 'the enabled unit was held off the resume boot, and the hold is gone after the resume');
 
   t.equal(result?.broken, undefined, 'the TCP session was never reset or closed');
   t.same(result?.errors, [], 'every reply was right: counters of both processes continued, timer ticks never went back');
