@@ -6,7 +6,7 @@ export const command: Command = {
   name: 'prepare',
   summary: 'preflight, stage a new kernel, and with --exec freeze, dump and kexec into it',
   help: `Usage: handoff prepare TARGETS --kernel FILE [--initrd FILE] [--append ARGS | --reuse-cmdline]
-                       (--image DIR | --pmem DEVICE) [--exec] [--json]
+                       (--image DIR | --pmem DEVICE) [--unix-outside closed|reconnect] [--exec] [--json]
 
 Targets (any number, combined): --pid PID (the process and its descendants), --cgroup PATH
 (every process in that cgroup v2, grouped into trees), --unit NAME (a systemd unit's cgroup).
@@ -23,7 +23,11 @@ jump thaws everything, removes the network lock, unloads the kernel and empties 
 
 Stores: --image DIR (a directory on a persistent file system: manifest.json + one image per
 tree) or --pmem /dev/pmem0 (RAM reserved with memmap=SIZE!OFFSET on both kernels' command
-lines; no disk I/O). The new kernel gets handoff.resume=file:DIR or pmem:DEVICE.`,
+lines; no disk I/O). The new kernel gets handoff.resume=file:DIR or pmem:DEVICE.
+
+--unix-outside closed|reconnect: a unix socket whose peer is in no target is restored as closed
+(or, for a datagram socket, reconnected to the peer's name) instead of being a blocker; see
+handoff dump --help.`,
   options: {
     pid: { type: 'string', short: 'p', multiple: true },
     cgroup: { type: 'string', multiple: true },
@@ -36,6 +40,7 @@ lines; no disk I/O). The new kernel gets handoff.resume=file:DIR or pmem:DEVICE.
     pmem: { type: 'string' },
     exec: { type: 'boolean' },
     'init-script': { type: 'boolean' },
+    'unix-outside': { type: 'string' },
     json: { type: 'boolean' },
   },
   async run(values) {
@@ -51,6 +56,8 @@ lines; no disk I/O). The new kernel gets handoff.resume=file:DIR or pmem:DEVICE.
     if ((typeof values.image === 'string') === (typeof values.pmem === 'string')) throw new UsageError('prepare: give exactly one of --image DIR and --pmem DEVICE');
     const { resolve } = await import('node:path');
     const { prepare } = await import('../handoff/prepare.js');
+    const { unixOutsideOption } = await import('./dump.js');
+    const unixOutside = unixOutsideOption(values['unix-outside'], 'prepare');
     const json = values.json === true;
     const r = await prepare({
       targets: { pids, cgroups, units },
@@ -61,6 +68,7 @@ lines; no disk I/O). The new kernel gets handoff.resume=file:DIR or pmem:DEVICE.
       store: typeof values.image === 'string' ? { type: 'file', path: resolve(values.image) } : { type: 'pmem', device: values.pmem as string },
       exec: values.exec === true,
       hookKind: values['init-script'] ? 'init-script' : undefined,
+      unixOutside,
       onProgress: json ? undefined : (phase, detail) => {
         if (phase === 'preflight') {
           const d = detail as { trees: { root: number; pids: number[] }[]; warnings: string[]; newKernel?: string };

@@ -20,6 +20,8 @@ export interface PreflightOptions {
   store: StoreSpec;
   /** Whether the kernel will be staged/executed here (kexec must be allowed). */
   kexec: boolean;
+  /** A unix socket whose peer is in no target: not a blocker when set (see DumpOptions). */
+  unixOutside?: 'closed' | 'reconnect';
 }
 
 export interface PreflightReport {
@@ -52,7 +54,7 @@ export function runPreflight(options: PreflightOptions): PreflightReport {
     try {
       const pids = discover(root, true);
       trees.push({ root, pids });
-      blockers.push(...targetBlockers(pids));
+      blockers.push(...targetBlockers(pids, { unixOutside: options.unixOutside }));
     } catch (err) {
       blockers.push({ code: 'B_TARGET', pid: root, reason: (err as Error).message });
     }

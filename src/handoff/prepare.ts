@@ -40,6 +40,8 @@ export interface PrepareOptions {
   exec?: boolean;
   /** Proceed despite warnings-level doubts (never despite blockers). */
   hookKind?: 'systemd' | 'init-script';
+  /** A unix socket whose peer is in no target: restored as closed / reconnected instead of a blocker. */
+  unixOutside?: 'closed' | 'reconnect';
   /** Progress lines (CLI prints them; tests follow them). */
   onProgress?: (phase: string, detail?: Record<string, unknown>) => void;
 }
@@ -99,7 +101,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
 
   const roots = await resolveTargets(options.targets);
   const commandLine = nextCommandLine({ reuse: options.reuseCmdline === true, append: options.append, resume: storeArgument(options.store) });
-  const pre = runPreflight({ roots, kernel: options.kernel, initrd: options.initrd, commandLine, store: options.store, kexec: true });
+  const pre = runPreflight({ roots, kernel: options.kernel, initrd: options.initrd, commandLine, store: options.store, kexec: true, unixOutside: options.unixOutside });
   lap('preflight');
   for (const w of pre.warnings) log.warn(w);
   progress('preflight', { trees: pre.trees, warnings: pre.warnings, blockers: pre.blockers, newKernel: pre.newKernel.release });
@@ -149,7 +151,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
         writePending(pending);
       }
       progress('dumping', { root });
-      const r = await dump({ pid: root, tree: true, image: path, keepFrozen: true, lockTable: lockTableFor(i) });
+      const r = await dump({ pid: root, tree: true, image: path, keepFrozen: true, lockTable: lockTableFor(i), unixOutside: options.unixOutside });
       dumps.push(r);
       imagePaths.push(path);
       trees.push({ root, pids: r.pids, threads: r.threads, image: name, bytes: r.bytes, sha256: r.sha256, lockTable: r.locked ? lockTableFor(i) : '' });

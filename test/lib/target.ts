@@ -37,6 +37,7 @@ export const TARGETS = {
   vdso: ['offset', 'backwards'],
   pty: ['index', 'termios', 'winsize', 'output', 'input', 'pgrp', 'ctty'],
   sockets: ['stream', 'stream-back', 'talk', 'seqpacket', 'boundary', 'dgram', 'listener', 'abstract', 'udp-peer', 'udp-rcvbuf', 'udp-reuseaddr', 'eof'],
+  'net-queues': ['message', 'fd', 'udp'],
 } as const satisfies Record<string, readonly string[]>;
 export type TargetName = keyof typeof TARGETS;
 export const TARGET_NAMES = Object.keys(TARGETS) as TargetName[];
@@ -319,8 +320,8 @@ export async function handoff(args: string[], opts: { timeoutMs?: number } = {})
 }
 
 /** `handoff dump --pid PID --tree --image FILE [--leave-running]`; throws with the output on failure. */
-export async function dumpTarget(pid: number, image: string, opts: { tree?: boolean; leaveRunning?: boolean } = {}): Promise<CliRun> {
-  const args = ['dump', '--pid', String(pid), ...(opts.tree === false ? [] : ['--tree']), '--image', image, ...(opts.leaveRunning ? ['--leave-running'] : [])];
+export async function dumpTarget(pid: number, image: string, opts: { tree?: boolean; leaveRunning?: boolean; args?: string[] } = {}): Promise<CliRun> {
+  const args = ['dump', '--pid', String(pid), ...(opts.tree === false ? [] : ['--tree']), '--image', image, ...(opts.leaveRunning ? ['--leave-running'] : []), ...(opts.args ?? [])];
   const r = await handoff(args);
   if (r.exitCode !== 0) throw new Error(`handoff ${args.join(' ')} exited ${r.exitCode}\n${r.stderr}${r.stdout}`);
   return r;
@@ -369,6 +370,8 @@ export interface RoundTripOptions extends StartOptions {
   verdictTimeoutMs?: number;
   /** Pause between READY and the first dump (ms), e.g. to let a program get going. */
   settleMs?: number;
+  /** More arguments for every `handoff dump` (e.g. --unix-outside closed). */
+  dumpArgs?: string[];
 }
 
 export interface RoundTripResult {
@@ -400,12 +403,12 @@ export async function runRoundTrip(name: string, opts: RoundTripOptions = {}): P
     if (opts.settleMs) await sleep(opts.settleMs);
     if (opts.leaveRunning) {
       const image = join(workDir, 'image-1.himg');
-      dumps.push(await dumpTarget(pid, image, { leaveRunning: true }));
+      dumps.push(await dumpTarget(pid, image, { leaveRunning: true, args: opts.dumpArgs }));
       images.push(image);
     } else {
       for (let round = 1; round <= (opts.rounds ?? 1); round++) {
         const image = join(workDir, `image-${round}.himg`);
-        dumps.push(await dumpTarget(pid, image, { leaveRunning: opts.dumpLeavingRunning }));
+        dumps.push(await dumpTarget(pid, image, { leaveRunning: opts.dumpLeavingRunning, args: opts.dumpArgs }));
         images.push(image);
         await running.kill();
         const r = await restoreImage(name, pid, image, workDir, { tag: `restore-${round}` });

@@ -394,3 +394,57 @@ t.test('a datagram socket is reconnected to its outside peer by name with --unix
   t.throws(() => S.sendAll(closed, Buffer.from('x')), { errno: 111 }, 'and writes are refused');
   closeFd(closed);
 });
+
+// ---------------------------------------------------------------- through the CLI, a real target
+
+// Outside the dumped tree: a stream listener that greets each connection, and a datagram
+// server that answers "hello server" with "reply-1" (sendto) and prints what it gets.
+const OUTSIDE_SERVER = `
+import socket, sys, select, os
+d = sys.argv[1]
+ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); ls.bind(d + '/stream.sock'); ls.listen(4)
+dg = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); dg.bind(d + '/dgram.sock')
+conns = []
+print('fds', ls.fileno(), flush=True)
+while True:
+    r, _, _ = select.select([ls, dg], [], [])
+    if ls in r:
+        c, _ = ls.accept(); conns.append(c)
+        try: c.send(b'from outside')
+        except OSError: pass
+    if dg in r:
+        data, addr = dg.recvfrom(100)
+        print('got', data.decode(), flush=True)
+        try:
+            if data == b'hello server': dg.sendto(b'reply-1', addr)
+        except OSError: pass
+`;
+
+t.test('the net-queues target through the CLI: a peer outside the tree blocks the dump, --unix-outside restores it', async (t) => {
+  const { cleanup, dumpTarget, runRoundTrip, startTarget } = await import('../lib/target.js');
+  const dir = mkdtempSync(join(tmpdir(), 'handoff-outside-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const server = await holder(OUTSIDE_SERVER, [dir]);
+  t.teardown(() => server.p.kill('SIGKILL'));
+  const got = new LineWatcher(server.p.stdout!);
+
+  await t.test('without the option: blocked, naming pid, fd and peer, and the target runs on', async (t) => {
+    const running = await startTarget('net-queues', { env: { HANDOFF_UNIX_OUTSIDE: 'closed', HANDOFF_UNIX_SERVER: dir } });
+    const err = await dumpTarget(running.pid, join(running.workDir, 'image.himg')).catch((e: Error) => e);
+    t.match(String(err), /exited 4/);
+    t.match(String(err), new RegExp(`unix-peer-outside.*pid ${running.pid}|pid ${running.pid}.*unix-peer-outside`, 's'));
+    t.match(String(err), /dgram\.sock/, 'the datagram peer is named');
+    t.ok(running.pids().length > 0, 'nothing was frozen or killed');
+    await running.kill();
+    cleanup(running.workDir);
+  });
+
+  for (const mode of ['closed', 'reconnect'] as const) {
+    await t.test(`--unix-outside ${mode}`, async (t) => {
+      const r = await runRoundTrip('net-queues', { env: { HANDOFF_UNIX_OUTSIDE: mode, HANDOFF_UNIX_SERVER: dir }, dumpArgs: ['--unix-outside', mode] });
+      t.equal(r.verdict, 'PASS', `${r.verdict}\n${r.log}`);
+      if (mode === 'reconnect') t.equal(await got.waitFor('got after restore'), 'got after restore', 'the outside server got what the restored socket sent');
+      cleanup(r.workDir);
+    });
+  }
+});
