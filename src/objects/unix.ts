@@ -78,6 +78,11 @@ function socketOwners(pids: ReadonlySet<number>): Map<number, { pid: number; fd:
   return owners;
 }
 
+function isTcpFd(fd: number): boolean {
+  const domain = S.tryGetsockoptInt(fd, S.SOL_SOCKET, S.SO.DOMAIN);
+  return (domain === S.AF_INET || domain === S.AF_INET6) && S.tryGetsockoptInt(fd, S.SOL_SOCKET, S.SO.TYPE) === S.SOCK_STREAM;
+}
+
 /** Inode of the socket behind a local fd (socket:[INO]). */
 function inodeOf(fd: number): number | undefined {
   try {
@@ -249,7 +254,10 @@ function preflight(info: FdInfo, pids: ReadonlySet<number>, ctx?: PreflightConte
     if (inFlight.length && !ctx) {
       blockers.push({ code: 'unix-scm-rights', ...at, reason: `${inFlight.length} descriptor(s) in flight (SCM_RIGHTS) in the receive queue, not checked (no preflight context)` });
     }
-    for (const fd of ctx ? inFlight : []) {
+    for (const fd of inFlight) {
+      if (isTcpFd(fd)) blockers.push({ code: 'unix-scm-rights-tcp', ...at, reason: 'a TCP socket in flight (SCM_RIGHTS) in the receive queue: the network lock and repair mode cover only connections a process holds' });
+    }
+    for (const fd of ctx ? inFlight.filter((f) => !isTcpFd(f)) : []) {
       for (const b of ctx!.inFlight(fd)) {
         blockers.push({ ...b, code: b.code, pid: info.pid, fd: info.fd, reason: `descriptor in flight in the receive queue of unix socket ${address}: ${b.reason}` });
       }
@@ -332,6 +340,7 @@ function dump(info: FdInfo, ctx: DumpContext): number {
         for (const m of messages) {
           const ids: number[] = [];
           for (const passed of m.fds) {
+            if (isTcpFd(passed)) throw new BlockedError([{ code: 'unix-scm-rights-tcp', pid: info.pid, fd: info.fd, reason: 'a TCP socket in flight (SCM_RIGHTS) in the receive queue' }]);
             handed++;
             ids.push(ctx.dumpFd(passed));
           }

@@ -164,6 +164,8 @@ socket.send_fds(a, [b'pipe and file'], [r, f.fileno()])
 # b travels in its own queue (a cycle); c lives only in flight.
 socket.send_fds(a, [b'sockets'], [b.fileno(), c.fileno()])
 if extra == 'pidfd': socket.send_fds(a, [b'pidfd'], [os.pidfd_open(os.getpid())])
+tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+if extra == 'tcp': socket.send_fds(a, [b'tcp'], [tcp.fileno()])
 a.send(b'plain after')
 os.close(r)
 c.close()
@@ -261,6 +263,17 @@ t.test('a descriptor in flight of a kind that cannot be handed off is a blocker 
   const blockers = unixModule.preflight!(info, new Set([h.p.pid!]), preflightContext([h.p.pid!]));
   t.equal(openFds(), before, 'peeked descriptors were closed');
   t.match(blockers, [{ code: 'B_FD_KIND', pid: h.p.pid, fd: b, reason: /in flight.*pidfd/ }]);
+  closeFd(info.localFd);
+  h.p.kill('SIGKILL');
+  await h.p;
+});
+
+t.test('a TCP socket in flight is a blocker: the network lock covers only connections a process holds', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'handoff-unix-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const h = await holder(IN_FLIGHT, ['seqpacket', join(dir, 'file'), 'tcp']);
+  const info = fdInfoOf(h.p.pid!, h.fds[1]!);
+  t.match(unixModule.preflight!(info, new Set([h.p.pid!]), preflightContext([h.p.pid!])), [{ code: 'unix-scm-rights-tcp', pid: h.p.pid, fd: h.fds[1] }]);
   closeFd(info.localFd);
   h.p.kill('SIGKILL');
   await h.p;
@@ -447,4 +460,11 @@ t.test('the net-queues target through the CLI: a peer outside the tree blocks th
       cleanup(r.workDir);
     });
   }
+});
+
+t.test('a dump with --leave-running leaves every queued message, descriptor in flight and datagram to the original', async (t) => {
+  const { cleanup, runRoundTrip } = await import('../lib/target.js');
+  const r = await runRoundTrip('net-queues', { leaveRunning: true });
+  t.equal(r.verdict, 'PASS', `${r.verdict}\n${r.log}`);
+  cleanup(r.workDir);
 });
