@@ -22,27 +22,12 @@ ls "$kernels"/*/.complete >/dev/null 2>&1 || { echo "build-initramfs: no kernels
 
 NODE="$(readlink -f "$(command -v node)")"
 BINARIES=("$(readlink -f "$(command -v busybox)")" "$(command -v kexec)" "$(command -v nft)" "$NODE")
-# The project's run-time files; node_modules only the production dependency tree.
-PROJECT_PATHS=(package.json bin dist native/build formats test/targets/build)
-mapfile -t PROD_MODULES < <(cd "$project" && npm ls --omit=dev --parseable --all 2>/dev/null \
-  | tail -n +2 | sed "s|^$project/||")
-
-existing_project_paths() {
-  for p in "${PROJECT_PATHS[@]}" "${PROD_MODULES[@]}"; do
-    [ -e "$project/$p" ] && echo "$p"
-  done
-}
-
-inputs_digest() {
-  {
-    sha256sum "$here/build-initramfs.sh" "$here"/guest/*
-    stat -L -c '%n %s %Y' "${BINARIES[@]}"
-    find "$kernels" -type f -printf '%p %s %T@\n'
-    existing_project_paths | while read -r p; do
-      find -L "$project/$p" -type f -printf '%p %s %T@\n'
-    done
-  } | LC_ALL=C sort | sha256sum | cut -d' ' -f1
-}
+# shellcheck source=vm-images/common.sh
+. "$here/common.sh"
+# The project's run-time files (node_modules: only the production dependency tree).
+project_paths package.json bin dist native/build formats test/targets/build
+DIGEST_FILES=("$here/build-initramfs.sh" "$here/common.sh" "$here"/guest/*)
+STAT_FILES=("${BINARIES[@]}")
 
 digest="$(inputs_digest)"
 if [ -f "$out/initrd.img" ] && [ -f "$out/media.img" ] && [ "$(cat "$out/digest" 2>/dev/null)" = "$digest" ]; then
@@ -54,14 +39,6 @@ started=$(date +%s.%N)
 rm -rf "$stage" && mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,root,proc,sys,dev,tmp,run,boot,opt/handoff}
 cd "$stage"
 
-# Shared libraries (and the dynamic loader) of every binary, at their own paths.
-copy_libs() {
-  { ldd "$1" 2>/dev/null || true; } | { grep -oE '/[^ ]+\.so[^ ]*' || true; } | while read -r lib; do
-    # (ldd on a musl add-on prints error lines that look like paths: skip what is not a file.)
-    [ -e "$lib" ] || continue
-    [ -e "$stage$lib" ] || cp -L --parents "$lib" "$stage/"
-  done
-}
 # busybox-static: one binary, applets as symlinks.
 cp "$(readlink -f "$(command -v busybox)")" bin/busybox
 for applet in $(bin/busybox --list); do
@@ -72,14 +49,7 @@ cp "$(command -v nft)" usr/sbin/nft && copy_libs "$(command -v nft)"
 cp "$NODE" usr/bin/node && copy_libs "$NODE"
 
 # The project. Native add-ons and libhandoff.so bring their libraries too.
-existing_project_paths | while read -r p; do
-  mkdir -p "opt/handoff/$(dirname "$p")"
-  cp -a "$project/$p" "opt/handoff/$(dirname "$p")/"
-done
-find opt/handoff -type f \( -name '*.node' -o -name '*.so' \) | while read -r so; do copy_libs "$so"; done
-# Drop other platforms' prebuilt add-ons and source maps: they only cost space.
-find opt/handoff/node_modules -type d -path '*prebuilds/*' ! -name 'linux-x64*' -prune -exec rm -rf {} + 2>/dev/null || true
-ln -s /opt/handoff/bin/handoff.js usr/bin/handoff
+install_project
 # Scripts start with #!/usr/bin/env node; busybox puts its applets in /bin only.
 [ -e usr/bin/env ] || ln -s /bin/busybox usr/bin/env
 

@@ -49,25 +49,12 @@ fi
 
 # ---------------------------------------------------------------- 2. initrd.img and disk.img
 NODE="$(readlink -f "$(command -v node)")"
-PROJECT_PATHS=(package.json bin dist native/build formats)
-mapfile -t PROD_MODULES < <(cd "$project" && npm ls --omit=dev --parseable --all 2>/dev/null \
-  | tail -n +2 | sed "s|^$project/||")
-existing_project_paths() {
-  for p in "${PROJECT_PATHS[@]}" "${PROD_MODULES[@]}"; do
-    [ -e "$project/$p" ] && echo "$p"
-  done
-}
-inputs_digest() {
-  {
-    echo "$key"
-    sha256sum "$here/build-systemd-rootfs.sh" "$here"/systemd-guest/* "$here/guest/workload.c"
-    stat -L -c '%n %s %Y' "$NODE" "$(readlink -f "$(command -v busybox)")"
-    find "$kernels" -type f -printf '%p %s %T@\n'
-    existing_project_paths | while read -r p; do
-      find -L "$project/$p" -type f -printf '%p %s %T@\n'
-    done
-  } | LC_ALL=C sort | sha256sum | cut -d' ' -f1
-}
+# shellcheck source=vm-images/common.sh
+. "$here/common.sh"
+project_paths package.json bin dist native/build formats
+DIGEST_EXTRA="$key"
+DIGEST_FILES=("$here/build-systemd-rootfs.sh" "$here/common.sh" "$here"/systemd-guest/* "$here/guest/workload.c")
+STAT_FILES=("$NODE" "$(readlink -f "$(command -v busybox)")")
 digest="$(inputs_digest)"
 if [ -f "$out/disk.img" ] && [ -f "$out/initrd.img" ] && [ "$(cat "$out/digest" 2>/dev/null)" = "$digest" ]; then
   echo "build-systemd-rootfs: up to date" >&2
@@ -105,24 +92,9 @@ put() { # put PATH [MODE] < content
   cat > "$stage$1"
   chmod "${2:-644}" "$stage$1"
 }
-in_root() { [ -e "$stage$1" ] || [ -e "$stage/usr$1" ]; }
-# Libraries of a binary that the Debian root does not have (bookworm's libc is the host's).
-copy_libs() {
-  { ldd "$1" 2>/dev/null || true; } | { grep -oE '/[^ ]+\.so[^ ]*' || true; } | while read -r lib; do
-    [ -e "$lib" ] || continue
-    in_root "$lib" || cp -L --parents "$lib" "$stage/"
-  done
-}
-
 put /usr/bin/node 755 < "$NODE"
 copy_libs "$NODE"
-existing_project_paths | while read -r p; do
-  mkdir -p "$stage/opt/handoff/$(dirname "$p")"
-  cp -a "$project/$p" "$stage/opt/handoff/$(dirname "$p")/"
-done
-find "$stage/opt/handoff" -type f \( -name '*.node' -o -name '*.so' \) | while read -r so; do copy_libs "$so"; done
-find "$stage/opt/handoff/node_modules" -type d -path '*prebuilds/*' ! -name 'linux-x64*' -prune -exec rm -rf {} + 2>/dev/null || true
-ln -sf /opt/handoff/bin/handoff.js "$stage/usr/local/bin/handoff"
+install_project
 gcc -O2 -Wall -Wextra -Werror -static -o "$stage/usr/local/bin/handoff-workload" "$here/guest/workload.c"
 
 put /usr/local/sbin/handoff-test-driver 755 < "$here/systemd-guest/handoff-test-driver"
