@@ -11,6 +11,7 @@ import { children, listFds, readMaps, readSmapsFlags, readStat, readStatus } fro
 import { closeFd, sameOpenFile } from '../native/fd.js';
 import { fdModules } from '../objects/index.js';
 import { drainListeners, listeningPort, lockEntry } from '../objects/tcp.js';
+import { unixBacklog } from '../objects/unix.js';
 import { dumpNetconfig } from '../objects/netconfig.js';
 import { lock, unlock, type LockSpec } from '../handoff/netlock.js';
 import { Backings, areaType, dumpMemory, memoryBlockers, prepareDumpBuffers, type MemoryStats } from '../objects/memory.js';
@@ -179,34 +180,54 @@ export const IMAGE_FEATURES: readonly Feature[] = [
  */
 async function drainAcceptQueues(pids: number[], options: DumpOptions): Promise<boolean> {
   const listeners: FdInfo[] = [];
+  const unixListeners: FdInfo[] = [];
+  const timeoutMs = options.acceptDrainMs ?? 2000;
+  const started = Date.now();
   try {
     for (const pid of pids) {
       for (const { fd, link } of listFds(pid)) {
         if (!link.startsWith('socket:')) continue;
         const info = fdInfo(pid, fd, link);
-        if (listeningPort(info) === undefined) closeFd(info.localFd);
-        else listeners.push(info);
+        if (listeningPort(info) !== undefined) listeners.push(info);
+        else if (unixBacklog(info) > 0) unixListeners.push(info);
+        else closeFd(info.localFd);
       }
     }
-    if (!listeners.length) return false;
+    let guarded = false;
     const table = { table: options.lockTable };
-    await lock({ connections: [], synPorts: listeners.map((l) => listeningPort(l)!) }, table);
+    if (listeners.length) {
+      await lock({ connections: [], synPorts: listeners.map((l) => listeningPort(l)!) }, table);
+      guarded = true;
+    }
     let blockers: Blocker[];
-    const started = Date.now();
     try {
-      blockers = await drainListeners(listeners, options.acceptDrainMs ?? 2000);
-      log.info('accept queues drained', { listeners: listeners.length, ms: Date.now() - started, blocked: blockers.length });
+      blockers = listeners.length ? await drainListeners(listeners, timeoutMs) : [];
+      // Unix connects cannot be held off like SYNs: wait for the queues to empty; one that
+      // comes between this and the freeze is caught by the unix module (a blocker, thawed).
+      if (!blockers.length) blockers = await drainUnixListeners(unixListeners, started + timeoutMs);
+      if (listeners.length || unixListeners.length) log.info('accept queues drained', { listeners: listeners.length + unixListeners.length, ms: Date.now() - started, blocked: blockers.length });
     } catch (err) {
-      await unlock(table);
+      if (guarded) await unlock(table);
       throw err;
     }
     if (blockers.length) {
-      await unlock(table);
+      if (guarded) await unlock(table);
       throw new BlockedError(blockers);
     }
-    return true;
+    return guarded;
   } finally {
-    for (const l of listeners) closeFd(l.localFd);
+    for (const l of [...listeners, ...unixListeners]) closeFd(l.localFd);
+  }
+}
+
+async function drainUnixListeners(listeners: FdInfo[], deadline: number): Promise<Blocker[]> {
+  for (;;) {
+    const waiting = listeners.map((info) => ({ info, queued: unixBacklog(info) })).filter((l) => l.queued > 0);
+    if (!waiting.length) return [];
+    if (Date.now() >= deadline) {
+      return waiting.map(({ info, queued }) => ({ code: 'unix-accept-queue', pid: info.pid, fd: info.fd, reason: `listening unix socket still has ${queued} connection(s) not accepted after --accept-drain-ms; the kernel cannot put an accepted connection back, so they are accepted before the freeze` }));
+    }
+    await new Promise((r) => setTimeout(r, 10));
   }
 }
 

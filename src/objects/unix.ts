@@ -224,6 +224,17 @@ function readQueue(fd: number): QueuedMessage[] {
   return out;
 }
 
+/**
+ * Connections waiting in a listening unix socket's accept queue (0 for anything else). The
+ * kernel cannot hand an accepted connection back to a queue, so the dump lets the processes
+ * accept them before it freezes (src/dump: drainAcceptQueues), as for TCP.
+ */
+export function unixBacklog(info: FdInfo): number {
+  if (!isUnix(info)) return 0;
+  const diag = diagOf(info.localFd, info.stat.ino, info);
+  return diag.state === TCP_LISTEN ? diag.rqueue : 0;
+}
+
 /** Inodes whose in-flight checks already ran in this preflight (cycles end here). */
 const inspected = new WeakMap<PreflightContext, Set<number>>();
 
@@ -233,9 +244,7 @@ function preflight(info: FdInfo, pids: ReadonlySet<number>, ctx?: PreflightConte
   const address = describeName(diag.name);
   const blockers: Blocker[] = [];
   const at = { pid: info.pid, fd: info.fd, address };
-  if (diag.state === TCP_LISTEN && diag.rqueue > 0) {
-    blockers.push({ code: 'unix-accept-queue', ...at, reason: `listening unix socket has ${diag.rqueue} connection(s) not yet accepted` });
-  }
+  // A non-empty accept queue is drained before the freeze (unixBacklog, src/dump), not blocked here.
   if (diag.peerIno && diag.state !== TCP_LISTEN && !reachableFrom(pids).has(diag.peerIno) && !options.unixOutside) {
     blockers.push({
       code: 'unix-peer-outside',
@@ -310,7 +319,7 @@ function dump(info: FdInfo, ctx: DumpContext): number {
   state.done.add(info.stat.ino);
   const diag = diagOf(fd, info.stat.ino, info);
   const outside = diag.peerIno !== 0 && diag.state !== TCP_LISTEN && !reachableFrom(ctx.pids).has(diag.peerIno);
-  if (diag.state === TCP_LISTEN && diag.rqueue > 0) throw new BlockedError([{ code: 'unix-accept-queue', pid: info.pid, fd: info.fd, reason: `listening unix socket has ${diag.rqueue} connection(s) not yet accepted` }]);
+  if (diag.state === TCP_LISTEN && diag.rqueue > 0) throw new BlockedError([{ code: 'unix-accept-queue', pid: info.pid, fd: info.fd, reason: `${diag.rqueue} connection(s) came to this listening unix socket between the accept-queue drain and the freeze; try again` }]);
   if (outside && !ctx.options.unixOutside) {
     throw new BlockedError([{ code: 'unix-peer-outside', pid: info.pid, fd: info.fd, reason: `peer socket (inode ${diag.peerIno}${peerName(fd)}) belongs to no process being handed off` }]);
   }

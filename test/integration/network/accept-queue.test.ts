@@ -11,7 +11,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, imageSockets, networkTest, nftTables, CLI_LOCK_TABLE } from '../../lib/peers.js';
-import { TARGETS_BUILD, VERDICT, cleanup, handoff, restoreImage, startTarget } from '../../lib/target.js';
+import { TARGETS_BUILD, VERDICT, cleanup, handoff, python3, restoreImage, startTarget } from '../../lib/target.js';
 
 // Opens `count` connections numbered from `first`, sends "hello <i>" on each, then prints each
 // answer (or the error that ended the connection).
@@ -103,3 +103,69 @@ t.test('a listener that does not accept in time blocks the dump before anything 
     t.equal((await server.waitFor(VERDICT, 60_000))[1], 'PASS');
   }),
 );
+
+// A unix server whose clients are its own children: they connect at once, the server accepts
+// one connection per 300 ms. Unix connects cannot be held off like SYNs, but the drain works
+// the same: the dump lets the server accept its queue before the freeze.
+const UNIX_SERVER = String.raw`
+import os, signal, socket, sys, time
+path, clients = sys.argv[1], int(sys.argv[2])
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(16)
+kids = []
+for i in range(clients):
+    pid = os.fork()
+    if pid == 0:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(path)
+        c.sendall(b'hello %d\n' % i)
+        os._exit(0 if c.makefile('rb').readline() == b'served %d\n' % i else 1)
+    kids.append(pid)
+got = []
+signal.signal(signal.SIGUSR1, lambda *a: got.append(1))
+time.sleep(0.2)
+print('READY', os.getpid(), flush=True)
+conns = []
+while len(conns) < clients:
+    time.sleep(0.3)
+    conns.append(srv.accept()[0])
+    print('ACCEPTED', len(conns), flush=True)
+while not got: time.sleep(0.05)
+for c in conns:
+    n = int(c.makefile('rb').readline().split()[1])
+    c.sendall(b'served %d\n' % n)
+bad = [k for k in kids if os.waitpid(k, 0)[1] != 0]
+print('PASS' if not bad else 'FAIL clients %s not served' % bad, flush=True)
+`;
+
+t.test('unix clients waiting in a slow server\'s accept queue are accepted before the freeze and served after the restore', async (t) => {
+  const workDir = mkdtempSync(join(tmpdir(), 'handoff-unix-accept-'));
+  t.teardown(() => cleanup(workDir));
+  const clients = 6;
+  const server = await startTarget('unix-accept', { command: [python3(), '-c', UNIX_SERVER, join(workDir, 'server.sock'), String(clients)], workDir });
+  t.teardown(() => server.kill());
+  const acceptedBefore = server.log().match(/^ACCEPTED \d+$/gm)?.length ?? 0;
+  t.ok(acceptedBefore < clients - 2, `most clients still wait in the accept queue when the dump starts (${acceptedBefore} accepted)`);
+  const image = join(workDir, 'image.himg');
+  const dump = await handoff(['dump', '--pid', String(server.pid), '--tree', '--image', image, '--accept-drain-ms', '10000']);
+  t.equal(dump.exitCode, 0, 'the dump succeeds', { output: dump.stderr + dump.stdout });
+  t.equal(server.log().match(/^ACCEPTED \d+$/gm)?.length, clients, 'the server accepted every client before it was frozen');
+  await server.kill();
+  const { running } = await restoreImage('unix-accept', server.pid, image, workDir);
+  t.teardown(() => running.kill());
+  running.signal('SIGUSR1');
+  t.equal((await running.waitFor(VERDICT, 60_000))[1], 'PASS', 'every client got its answer on the connection it opened');
+});
+
+t.test('a unix listener whose queue does not empty in time blocks the dump before anything is frozen', async (t) => {
+  const workDir = mkdtempSync(join(tmpdir(), 'handoff-unix-accept-'));
+  t.teardown(() => cleanup(workDir));
+  const server = await startTarget('unix-accept', { command: [python3(), '-c', UNIX_SERVER, join(workDir, 'server.sock'), '6'], workDir });
+  t.teardown(() => server.kill());
+  const dump = await handoff(['dump', '--pid', String(server.pid), '--tree', '--image', join(workDir, 'image.himg'), '--accept-drain-ms', '100']);
+  t.equal(dump.exitCode, 4, 'exit 4: blocked', { output: dump.stderr + dump.stdout });
+  t.match(dump.stderr, new RegExp(`pid ${server.pid} fd \\d+: \\[unix-accept-queue\\]`), 'the blocker names the pid and the listener fd');
+  server.signal('SIGUSR1');
+  t.equal((await server.waitFor(VERDICT, 60_000))[1], 'PASS', 'never frozen: it goes on and serves every client');
+});
