@@ -15,8 +15,9 @@ fails at any point the processes are thawed and run on untouched.
 TCP connections are locked (nftables table inet NAME, default "handoff") before their sockets
 are read; after a kill the lock stays until \`handoff restore\` (same --lock-table) has them back.
 Before the freeze, new SYNs to the dumped listeners are dropped (clients retry) and the
-processes get --accept-drain-ms (default 2000) to accept what waits in their accept queues;
-a listener still holding connections then is a blocker.
+processes get --accept-drain-ms (default 2000) to accept what waits in their accept queues
+(unix listeners too, though their connects cannot be held off); a listener still holding
+connections then is a blocker.
 A unix socket whose peer is in no dumped process is a blocker, unless --unix-outside says how
 to restore it: closed (its peer has gone: the queued data, then EOF; writes fail) or reconnect
 (a datagram socket connects to the peer's name again; stream and seqpacket sockets, an unnamed
