@@ -112,7 +112,7 @@ import os, signal, socket, sys, time
 path, clients = sys.argv[1], int(sys.argv[2])
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(path)
-srv.listen(16)
+srv.listen(32)
 kids = []
 for i in range(clients):
     pid = os.fork()
@@ -161,8 +161,9 @@ t.test('unix clients waiting in a slow server\'s accept queue are accepted befor
 t.test('a unix listener whose queue does not empty in time blocks the dump before anything is frozen', async (t) => {
   const workDir = mkdtempSync(join(tmpdir(), 'handoff-unix-accept-'));
   t.teardown(() => cleanup(workDir));
-  const server = await startTarget('unix-accept', { command: [python3(), '-c', UNIX_SERVER, join(workDir, 'server.sock'), '6'], workDir });
+  const server = await startTarget('unix-accept', { command: [python3(), '-c', UNIX_SERVER, join(workDir, 'server.sock'), '14'], workDir });
   t.teardown(() => server.kill());
+  // 14 clients, one accept per 300 ms: the queue cannot empty in 100 ms, however slow the CLI starts.
   const dump = await handoff(['dump', '--pid', String(server.pid), '--tree', '--image', join(workDir, 'image.himg'), '--accept-drain-ms', '100']);
   t.equal(dump.exitCode, 4, 'exit 4: blocked', { output: dump.stderr + dump.stdout });
   t.match(dump.stderr, new RegExp(`pid ${server.pid} fd \\d+: \\[unix-accept-queue\\]`), 'the blocker names the pid and the listener fd');
