@@ -1,7 +1,7 @@
 // Thousands of damaged images (deterministic seed): every one must end in an ImageError with a
 // stable code, never a crash, a hang or unbounded memory. Damage to the bytes is caught by the
 // framing or the digest; damage re-encoded with a valid digest is caught by the schema checks.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, readFileSync, writeFileSync, openSync, closeSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,7 +49,7 @@ function outcome(bytes: Buffer): string {
 }
 
 /** Tallies outcomes per code; `allowed` lists the codes this class of damage may produce. */
-function run(t: Tap.Test, what: string, cases: Iterable<Buffer>, allowed: readonly string[]): void {
+function run(t: Test, what: string, cases: Iterable<Buffer>, allowed: readonly string[]): void {
   const tally = new Map<string, number>();
   let n = 0;
   for (const bytes of cases) {
@@ -59,9 +59,6 @@ function run(t: Tap.Test, what: string, cases: Iterable<Buffer>, allowed: readon
   }
   const unexpected = [...tally.keys()].filter((c) => !allowed.includes(c));
   t.same(unexpected, [], `${what}: ${n} cases, outcomes ${JSON.stringify(Object.fromEntries(tally))}`);
-}
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
 }
 
 const images = ['full.himg', 'minimal.himg', 'extension.himg'].map((name) => ({ name, bytes: readFileSync(join(golden, name)) }));

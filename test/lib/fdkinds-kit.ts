@@ -96,6 +96,11 @@ export function dumpContext(pids: number[]): DumpRun {
     },
     newId: () => next++,
     pids: new Set(pids),
+    options: {},
+    // The kinds tested with this kit never carry descriptors in flight (unix sockets: socket-context.ts).
+    dumpFd: () => {
+      throw new Error('fdkinds-kit: no descriptors in flight here');
+    },
     atEnd: (fn) => void atEnd.push(fn),
     onAbort: (fn) => void undo.push(fn),
     log: logger('test-dump'),
@@ -129,6 +134,9 @@ export function restoreContext(records: readonly ImageRecord[]): RestoreRun {
   const ctx: RestoreContext = {
     records,
     byId: (id) => records.find((r) => r.id === id),
+    objectFd: () => {
+      throw new Error('fdkinds-kit: no descriptors in flight here');
+    },
     shared<T>(key: string, create: () => T): T {
       if (!memo.has(key)) memo.set(key, create());
       return memo.get(key) as T;

@@ -1,4 +1,5 @@
 import t from 'tap';
+import { errno } from '../lib/errno.js';
 import { eventfdModule } from '../../src/objects/eventfd.js';
 import * as k from '../../src/native/fdkinds.js';
 import { closeFd } from '../../src/native/fd.js';
@@ -28,7 +29,7 @@ t.test('an eventfd keeps its 64-bit count and flags; the original keeps its coun
   t.equal(info.eventfdCount, 0xfffffffffffffff0n);
   t.equal(info.flags & ~k.O.CLOEXEC, record.flags);
   t.equal(k.eventfdTake(fd), 0xfffffffffffffff0n, 'a read takes the whole count');
-  t.throws(() => k.eventfdTake(fd), { errno: 11 }, 'then it is empty (non-blocking)');
+  t.throws(() => k.eventfdTake(fd), errno(11), 'then it is empty (non-blocking)');
   closeFd(fd);
 });
 

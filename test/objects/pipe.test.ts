@@ -1,4 +1,5 @@
 import t from 'tap';
+import { errno } from '../lib/errno.js';
 import { readlinkSync } from 'node:fs';
 import { pipeModule } from '../../src/objects/pipe.js';
 import * as k from '../../src/native/fdkinds.js';
@@ -86,7 +87,7 @@ t.test('an empty pipe keeps per-end flags', async (t) => {
   t.equal(statusFlags(rfd), r.flags);
   t.ok(statusFlags(rfd) & k.O.NONBLOCK);
   t.notOk(statusFlags(wfd) & k.O.NONBLOCK);
-  t.throws(() => k.read(rfd, 10), { errno: 11 }, 'non-blocking read end: EAGAIN');
+  t.throws(() => k.read(rfd, 10), errno(11), 'non-blocking read end: EAGAIN');
   closeFd(wfd);
   t.equal(k.read(rfd, 10).length, 0, 'EOF once the only writer is gone');
   closeFd(rfd);

@@ -118,7 +118,7 @@ async function roundTrip(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', sid
 
   // client: the holder connected to the peer; server: the peer connected to the holder's listener.
   type Proc = ReturnType<NetnsPair['spawn']>;
-  let peerProc: Proc, holder: Proc, peer: LineWatcher;
+  let peerProc!: Proc, holder: Proc, peer!: LineWatcher;
   if (side === 'client') {
     peerProc = pair.spawn(pair.peer, 'python3', ['-c', PEER, addrs.peer, String(port)]);
     peer = new LineWatcher(peerProc.stdout!);

@@ -87,9 +87,9 @@ t.test('a pty pair with bytes queued both ways: dumped, the original untouched, 
   const raw = ptys.find((p) => p.index === index[0])!;
   const canon = ptys.find((p) => p.index === index[1])!;
   t.same(raw.winsize, { rows: 33, cols: 101, xpixel: 7, ypixel: 9 });
-  t.same(raw.input.map((b: Uint8Array) => Buffer.from(b).toString('latin1')), ['typed ahead\x03\r\n\x7f'], 'raw input: one chunk, every byte');
+  t.same((raw.input as Uint8Array[]).map((b) => Buffer.from(b).toString('latin1')), ['typed ahead\x03\r\n\x7f'], 'raw input: one chunk, every byte');
   t.equal(Buffer.from(raw.output as Uint8Array).toString(), 'output\nnot read yet');
-  t.same(canon.input.map((b: Uint8Array) => Buffer.from(b).toString()), ['first\n', 'second\n'], 'canonical input: the completed lines');
+  t.same((canon.input as Uint8Array[]).map((b) => Buffer.from(b).toString()), ['first\n', 'second\n'], 'canonical input: the completed lines');
   t.equal(Buffer.from(canon.inputPartial as Uint8Array).toString(), 'part', 'and the line being typed');
   t.equal(Buffer.from(canon.output as Uint8Array).toString(), 'prompt\r\n');
   t.match(recordById(records, ids.rm), { kind: 'tty', pty: raw.id, type: 'pty-master', index: index[0], path: '/dev/ptmx' });

@@ -133,7 +133,7 @@ t.test('queued UDP datagrams come back in order, each from its own sender, and t
       const port = 20000 + Math.floor(Math.random() * 20000);
       const pport = port + 1;
       const other = port + 2;
-      const holder = pair.spawn(pair.local, 'python3', ['-c', QUEUE_HOLDER, bindAny ? (family === 'inet' ? '0.0.0.0' : '::') : addrs.local, String(port), addrs.peer, String(pport)]);
+      const holder = pair.spawn(pair.local, 'python3', ['-c', QUEUE_HOLDER, bindAny ? (family === 'inet6' ? '::' : '0.0.0.0') : addrs.local, String(port), addrs.peer, String(pport)]);
       const out = new LineWatcher(holder.stdout!);
       const fd = Number((await out.waitFor('fd')).split(' ')[1]);
       const send = async (items: string[]) => {

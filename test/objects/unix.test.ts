@@ -1,6 +1,7 @@
 // Unix sockets: connected pairs with queued data in both directions, bound listeners (path and
 // abstract), and the blockers for peers outside the set and descriptors in flight.
 import t from 'tap';
+import { errno } from '../lib/errno.js';
 import net from 'node:net';
 import { existsSync } from 'node:fs';
 import { execa } from 'execa';
@@ -101,7 +102,7 @@ for (const kind of ['stream', 'dgram', 'seqpacket'] as const) {
     t.same(readAll(na).map(String), ['to a'], 'a reads what was queued');
     S.sendAll(na, Buffer.from('after'));
     t.same(readAll(nb).map(String), ['after'], 'the restored ends are connected to each other');
-    if (kind === 'stream') t.throws(() => S.sendAll(nb, Buffer.from('x')), { errno: 32 }, 'b stays shut down for writing (EPIPE)');
+    if (kind === 'stream') t.throws(() => S.sendAll(nb, Buffer.from('x')), errno(32), 'b stays shut down for writing (EPIPE)');
     closeFd(na);
     closeFd(nb);
   });
@@ -316,11 +317,11 @@ for (const [kind, mode] of [['stream', 'closed'], ['dgram', 'closed'], ['stream'
     await rctx.finish();
     t.equal(S.recv(fd, 100, S.MSG_DONTWAIT).toString(), 'to a', 'the queued data first');
     if (kind === 'dgram') {
-      t.throws(() => S.recv(fd, 100, S.MSG_DONTWAIT), { errno: 11 }, 'then nothing');
-      t.throws(() => S.sendAll(fd, Buffer.from('x')), { errno: 111 }, 'writes: ECONNREFUSED, the peer has gone');
+      t.throws(() => S.recv(fd, 100, S.MSG_DONTWAIT), errno(11), 'then nothing');
+      t.throws(() => S.sendAll(fd, Buffer.from('x')), errno(111), 'writes: ECONNREFUSED, the peer has gone');
     } else {
       t.equal(S.recv(fd, 100, S.MSG_DONTWAIT).length, 0, 'then EOF');
-      t.throws(() => S.sendAll(fd, Buffer.from('x')), { errno: 32 }, 'writes: EPIPE');
+      t.throws(() => S.sendAll(fd, Buffer.from('x')), errno(32), 'writes: EPIPE');
     }
     closeFd(fd);
   });
@@ -404,7 +405,7 @@ t.test('a datagram socket is reconnected to its outside peer by name with --unix
   const again = restoreContext(dctx.records);
   const closed = unixModule.restore(record, again) as number;
   t.same(readAll(closed).map(String), ['reply-1', 'reply-2'], 'without its peer: the queue still comes back');
-  t.throws(() => S.sendAll(closed, Buffer.from('x')), { errno: 111 }, 'and writes are refused');
+  t.throws(() => S.sendAll(closed, Buffer.from('x')), errno(111), 'and writes are refused');
   closeFd(closed);
 });
 

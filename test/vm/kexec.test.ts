@@ -1,6 +1,6 @@
 // End-to-end checks of the VM platform: a guest on 6.1 kexecs into 6.12, and a TCP peer on
 // the host reaches a server inside the guest through the user-network port forward.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connect } from 'node:net';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
@@ -16,7 +16,7 @@ t.before(async () => {
 });
 
 /** runGuest, once more (said in the TAP output) if the kexec'd kernel panicked before user space. */
-async function runKexecGuest(t: Tap.Test, options: GuestOptions): Promise<GuestResult> {
+async function runKexecGuest(t: Test, options: GuestOptions): Promise<GuestResult> {
   const first = await runGuest(options);
   const panic = newKernelPanickedEarly(first.log);
   if (!panic || first.timedOut) return first;

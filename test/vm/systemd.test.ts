@@ -98,7 +98,6 @@ t.test(`a systemd service is handed off by unit name from ${FROM} to ${TO} throu
   const log = guest.log();
   const markers = guest.markers;
   const find = (name: string, boot?: string) => markers.find((m) => m.name === name && (boot === undefined || m.fields.boot === boot));
-  const after = (name: string) => markers.filter((m) => m.name === name).at(-1);
 
   t.same([find('uname', '1')?.fields.release, find('uname', '1')?.fields.init], [kernelRelease(FROM), 'systemd'], `boots ${FROM} with systemd as PID 1`);
   const started = find('unit-started');
