@@ -8,6 +8,7 @@
  * come, reads each one's "hello <i>\n" and answers "served <i>\n". Every client must have been
  * served once; a reset, an error or a wrong request is a failure. Gives up after 60 s. */
 #include "common.h"
+#include "net-addr.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -15,26 +16,6 @@
 #include <sys/socket.h>
 
 #define MAX_CLIENTS 64
-
-static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        *len = sizeof *a4;
-        return AF_INET;
-    }
-    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        *len = sizeof *a6;
-        return AF_INET6;
-    }
-    return -1;
-}
 
 /* Reads one line (up to '\n') from a blocking socket; returns its length or -errno / 0 at EOF. */
 static int read_line(int fd, char *buf, int cap)

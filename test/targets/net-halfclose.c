@@ -11,6 +11,7 @@
  * BYTES bytes the peer sends then (told to once "CHECKED" is printed), then end of stream.
  * A reset or any other error, a wrong byte or a wrong count is a failure. */
 #include "common.h"
+#include "net-addr.h"
 #include "net-stream.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -77,19 +78,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     uint64_t bytes = strtoull(argv[4], NULL, 10);
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
     socklen_t len;
-    if (inet_pton(AF_INET, argv[2], &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(atoi(argv[3]));
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, argv[2], &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(atoi(argv[3]));
-        len = sizeof *a6;
-    } else {
+    if (parse_addr(argv[2], atoi(argv[3]), &ss, &len) < 0) {
         say("FAIL setup: bad address %s", argv[2]);
         return 1;
     }

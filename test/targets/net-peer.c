@@ -12,6 +12,7 @@
  * sending side; the server must have sent exactly TOTAL bytes before its FIN. Prints
  * "PEER PASS ..." or "PEER FAIL <reason>" (a reset is a failure) and exits 0 or 1. */
 #include "common.h"
+#include "net-addr.h"
 #include "net-stream.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -41,19 +42,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     uint64_t total = strtoull(argv[4], NULL, 10);
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
     socklen_t len;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, argv[2], &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(atoi(argv[3]));
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, argv[2], &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(atoi(argv[3]));
-        len = sizeof *a6;
-    } else {
+    if (parse_addr(argv[2], atoi(argv[3]), &ss, &len) < 0) {
         peer_fail("bad address %s", argv[2]);
     }
     int s;

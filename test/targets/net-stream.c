@@ -14,6 +14,7 @@
  * must have sent exactly TOTAL bytes before its FIN. A reset or any other socket error is a
  * failure, as are a changed peer or local address. */
 #include "common.h"
+#include "net-addr.h"
 #include "net-stream.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -28,26 +29,6 @@
 #define CHUNK (64 * 1024)
 
 static uint8_t buf[CHUNK];
-
-static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        *len = sizeof *a4;
-        return AF_INET;
-    }
-    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        *len = sizeof *a6;
-        return AF_INET6;
-    }
-    return -1;
-}
 
 static int queued(int fd, unsigned long request)
 {
