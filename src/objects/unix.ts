@@ -403,33 +403,43 @@ function closeOnAbort(ctx: RestoreContext, fds: number[]): void {
   ctx.onAbort(() => closeAll(fds));
 }
 
-/** Sockets being restored: a socket met again while its queue is filled is handed out as is. */
-interface Restoring<T> {
-  value: T;
-  filled: boolean;
+/**
+ * The restored object under `key`, created once and filled once however many fds share it. A
+ * socket met again while its queue is being filled (an fd in flight in its own queue) is handed
+ * out as it is.
+ */
+function restoreOnce<T>(ctx: RestoreContext, key: string, create: () => T, fill: (value: T) => void): T {
+  const state = ctx.shared(key, () => ({ value: create(), filled: false }));
+  if (!state.filled) {
+    state.filled = true;
+    fill(state.value);
+  }
+  return state.value;
 }
 
 function restorePair(record: UnixRecord, ctx: RestoreContext): number {
   const peer = ctx.byId(record.peer!) as UnixRecord | undefined;
   if (!peer || peer.kind !== 'unix') throw new NetworkError('E_SOCKET', `unix socket ${record.id} names peer ${record.peer}, which is not in the image`, { id: record.id });
   const [a, b] = record.id < peer.id ? [record, peer] : [peer, record];
-  const pair = ctx.shared<Restoring<[number, number]>>(`unix-pair:${a.id}:${b.id}`, () => {
-    const ends = S.socketpair(S.AF_UNIX, TYPE_NUMBERS[a.type]);
-    closeOnAbort(ctx, ends);
-    return { value: ends, filled: false };
-  });
-  if (!pair.filled) {
-    pair.filled = true;
-    const [fa, fb] = pair.value;
-    // Each end's queue is written from the other end; shutdowns last (they stop writes).
-    refill(fb, a.queue, ctx);
-    refill(fa, b.queue, ctx);
-    applyShutdown(fa, a.shutdown);
-    applyShutdown(fb, b.shutdown);
-    finishFlags(fa, a.flags);
-    finishFlags(fb, b.flags);
-  }
-  return record.id === a.id ? pair.value[0] : pair.value[1];
+  const [fa, fb] = restoreOnce(
+    ctx,
+    `unix-pair:${a.id}:${b.id}`,
+    () => {
+      const ends = S.socketpair(S.AF_UNIX, TYPE_NUMBERS[a.type]);
+      closeOnAbort(ctx, ends);
+      return ends;
+    },
+    ([fa, fb]) => {
+      // Each end's queue is written from the other end; shutdowns last (they stop writes).
+      refill(fb, a.queue, ctx);
+      refill(fa, b.queue, ctx);
+      applyShutdown(fa, a.shutdown);
+      applyShutdown(fb, b.shutdown);
+      finishFlags(fa, a.flags);
+      finishFlags(fb, b.flags);
+    },
+  );
+  return record.id === a.id ? fa : fb;
 }
 
 /** Removes a socket file left by the dead owner, never anything else. */
@@ -452,35 +462,30 @@ function bindTo(fd: number, address: UnixAddress): void {
  * the queue.
  */
 function restoreClosed(record: UnixRecord, ctx: RestoreContext): number {
-  const state = ctx.shared<Restoring<number>>(`unix:${record.id}`, () => {
-    const [fd, other] = S.socketpair(S.AF_UNIX, TYPE_NUMBERS[record.type]);
-    closeOnAbort(ctx, [fd]);
-    return { value: fd, filled: false, other } as Restoring<number> & { other: number };
-  }) as Restoring<number> & { other: number };
-  if (!state.filled) {
-    state.filled = true;
-    try {
-      if (record.address) bindTo(state.value, record.address);
-      refill(state.other, record.queue, ctx);
-      applyShutdown(state.value, record.shutdown);
-      finishFlags(state.value, record.flags);
-    } finally {
-      closeFd(state.other);
-    }
-  }
-  return state.value;
+  return restoreOnce(
+    ctx,
+    `unix:${record.id}`,
+    () => {
+      const [fd, other] = S.socketpair(S.AF_UNIX, TYPE_NUMBERS[record.type]);
+      closeOnAbort(ctx, [fd]);
+      return { fd, other };
+    },
+    ({ fd, other }) => {
+      try {
+        if (record.address) bindTo(fd, record.address);
+        refill(other, record.queue, ctx);
+        applyShutdown(fd, record.shutdown);
+        finishFlags(fd, record.flags);
+      } finally {
+        closeFd(other);
+      }
+    },
+  ).fd;
 }
 
 /** A datagram socket connected again to its outside peer's name. */
 function restoreReconnected(record: UnixRecord, ctx: RestoreContext, peer: UnixAddress): number {
-  const state = ctx.shared<Restoring<number>>(`unix:${record.id}`, () => {
-    const fd = S.socket(S.AF_UNIX, S.SOCK_DGRAM);
-    closeOnAbort(ctx, [fd]);
-    return { value: fd, filled: false };
-  });
-  if (!state.filled) {
-    state.filled = true;
-    const fd = state.value;
+  return restoreOnce(ctx, `unix:${record.id}`, () => newSocket(ctx, S.SOCK_DGRAM), (fd) => {
     // The queue goes in before the connect: a connected datagram socket takes datagrams from
     // its peer only, and connecting it again would purge what it holds. Sending to it needs a
     // name: an unnamed socket with queued datagrams gets an automatic one (autobind).
@@ -490,8 +495,14 @@ function restoreReconnected(record: UnixRecord, ctx: RestoreContext, peer: UnixA
     S.connectSocket(fd, encodeAddress(peer));
     applyShutdown(fd, record.shutdown);
     finishFlags(fd, record.flags);
-  }
-  return state.value;
+  });
+}
+
+/** A fresh unix socket of `type`, closed if the restore fails. */
+function newSocket(ctx: RestoreContext, type: number): number {
+  const fd = S.socket(S.AF_UNIX, type);
+  closeOnAbort(ctx, [fd]);
+  return fd;
 }
 
 /** Queues `record.queue` on the named socket `fd` by sending to its name from a throwaway socket. */
@@ -507,14 +518,7 @@ function fillFromOutside(fd: number, record: UnixRecord, ctx: RestoreContext): v
 }
 
 function restoreNamed(record: UnixRecord, ctx: RestoreContext): number {
-  const state = ctx.shared<Restoring<number>>(`unix:${record.id}`, () => {
-    const fd = S.socket(S.AF_UNIX, TYPE_NUMBERS[record.type]);
-    closeOnAbort(ctx, [fd]);
-    return { value: fd, filled: false };
-  });
-  if (!state.filled) {
-    state.filled = true;
-    const fd = state.value;
+  return restoreOnce(ctx, `unix:${record.id}`, () => newSocket(ctx, TYPE_NUMBERS[record.type]), (fd) => {
     if (record.address) bindTo(fd, record.address);
     if (record.state === 'listening') S.listen(fd, record.backlog ?? 128);
     else if (record.queue.length) {
@@ -524,8 +528,7 @@ function restoreNamed(record: UnixRecord, ctx: RestoreContext): number {
     }
     applyShutdown(fd, record.shutdown);
     finishFlags(fd, record.flags);
-  }
-  return state.value;
+  });
 }
 
 function restore(raw: ImageRecord, ctx: RestoreContext): number {
