@@ -28,3 +28,6 @@ HND_EXPORT int hnd_getfd(int pid, int targetfd) {
 HND_EXPORT int hnd_kcmp_file(int pid1, int pid2, int fd1, int fd2) { return ret(syscall(SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2)); }
 
 HND_EXPORT int hnd_close(int fd) { return ret(close(fd)); }
+
+/* Where buf's bytes are: O_DIRECT needs buffers on a block boundary, and Node cannot tell. */
+HND_EXPORT int64_t hnd_buffer_address(const uint8_t *buf) { return (int64_t)(uintptr_t)buf; }

@@ -339,7 +339,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       }
       // After the parasite is gone, so that no borrowed byte or scratch page is stored.
       phase('state');
-      dumpMemory(pid, m.filter((a) => areaType(a) !== 'vsyscall'), flags, w, PAGE_SIZE, stats, backings);
+      await dumpMemory(pid, m.filter((a) => areaType(a) !== 'vsyscall'), flags, w, PAGE_SIZE, stats, backings);
       phase('memory');
     }
 

@@ -31,6 +31,12 @@ export interface OpenOptions {
   digest?: 'inline' | 'deferred' | 'none';
   /** Smallest file a 'deferred' digest is deferred for (default DEFER_MIN_BYTES). */
   deferFromBytes?: number;
+  /**
+   * 'deferred' only, for a 1.1 image: page payloads are checked in the memory they are restored
+   * into, as the caller reports them with `image.filled()`; the caller must call
+   * `image.fillDone()` before it awaits `digestChecked`.
+   */
+  checkFilledMemory?: boolean;
 }
 
 /** Below this size a deferred digest is computed inline (starting a worker takes ~20 ms). */
@@ -55,6 +61,13 @@ export interface Image {
    * never resolves for 'none' (it rejects with E_IMAGE_DIGEST saying it was not checked).
    */
   digestChecked: Promise<void>;
+  /**
+   * With checkFilledMemory: image bytes [offset, offset + length) of a page payload now sit at
+   * `addr` in process `pid`, which stays stopped until digestChecked settles.
+   */
+  filled(offset: number, pid: number, addr: number, length: number): void;
+  /** No more filled(): what has not landed in memory is checked from the file. */
+  fillDone(): void;
   close(): void;
 }
 
@@ -115,22 +128,42 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
     }
     else if (mode === 'none') digestChecked = Promise.reject(new ImageError('E_IMAGE_DIGEST', `${path}: opened without checking its digest`, { path }));
     else {
-      const started = startDigestWorker(fd, result.trailerAt, result.trailer);
+      const fromMemory = options.checkFilledMemory === true && result.trailer.segments !== undefined;
+      const started = startDigestWorker(fd, result.trailerAt, result.trailer, fromMemory ? pageExtents(result.records) : undefined);
       worker = started.worker;
       digestChecked = started.done;
     }
     // Nobody may be waiting (a restore that failed first): never an unhandled rejection.
     digestChecked.catch(() => undefined);
     let closed = false;
+    const memFds = new Map<number, number>();
     return {
       ...result,
       digestChecked,
+      filled: (offset, pid, addr, length) => {
+        if (!worker || closed) return;
+        let memFd = memFds.get(pid);
+        if (memFd === undefined) {
+          try {
+            memFd = openSync(`/proc/${pid}/mem`, 'r');
+          } catch {
+            memFd = -1; // gone already: the worker reads the file instead
+          }
+          memFds.set(pid, memFd);
+        }
+        if (memFd >= 0) worker.postMessage({ filled: [offset, memFd, addr, length] });
+      },
+      fillDone: () => worker?.postMessage({ done: true }),
       close: () => {
         if (closed) return;
         closed = true;
-        // The worker reads through fd: stop it before the number can be reused.
-        if (worker) void worker.terminate();
-        closeSync(fd);
+        const closeAll = () => {
+          for (const f of [fd, ...memFds.values()]) if (f >= 0) closeSync(f);
+        };
+        // The worker reads through these descriptors: they are closed once it has stopped, so
+        // that it never reads a number reused by someone else (nor fails mid-read as it stops).
+        if (worker) void worker.terminate().then(closeAll, closeAll);
+        else closeAll();
       },
     };
   } catch (err) {
@@ -140,7 +173,7 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
   }
 }
 
-function walk(fd: number, path: string, limits: DecodeLimits, hashInline: boolean): Omit<Image, 'close' | 'digestChecked'> & { trailerAt: number } {
+function walk(fd: number, path: string, limits: DecodeLimits, hashInline: boolean): Omit<Image, 'close' | 'digestChecked' | 'filled' | 'fillDone'> & { trailerAt: number } {
   const size = fstatSync(fd).size;
   if (size === 0) fail('E_IMAGE_TRUNCATED', `${path} is empty`, 0);
   const first = pread(fd, 0, 1)[0]!;
@@ -218,42 +251,158 @@ function walk(fd: number, path: string, limits: DecodeLimits, hashInline: boolea
   }
 }
 
-// The deferred digest's worker thread: reads bytes [0, end) of the open image descriptor
-// (descriptors are shared by every thread of a process) and posts back either their SHA-256
-// or, for a 1.1 image, the CRC-32 of each segment. Off the main thread, it runs while the
-// restore fills process memory from the same file; 1 MiB reads keep the buffer in cache.
-// Source text (eval) so it runs the same from src/ under the test loader and from dist/.
+// The deferred digest's worker thread. Descriptors are shared by every thread of a process, so
+// it reads the open image directly. Off the main thread, it runs while the restore fills process
+// memory from the same file. Source text (eval) so it runs the same from src/ under the test
+// loader and from dist/.
+//
+// For a 1.0 image it posts the SHA-256 of bytes [0, end). For a 1.1 image it posts the CRC-32 of
+// every segment. With `fromMemory`, it checks page payloads where the restore put them:
+//   - the restore posts {filled: [offset, memFd, addr, length]} as each run of pages lands, and
+//     the worker reads those bytes through memFd, /proc/PID/mem opened by the main thread;
+//   - a segment is checked as soon as all its payload bytes have landed;
+//   - {done: true} means nothing more will land: whatever is missing is read from the file.
+// Reading the pages back from memory costs no disk read and no page cache: the restore reads
+// pages with O_DIRECT, so the image never passes through the page cache at all. It also checks
+// the bytes the processes will actually run with.
 const DIGEST_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { readSync } = require('node:fs');
 const { createHash } = require('node:crypto');
 const { crc32 } = require('node:zlib');
-const { fd, end, segmentSize } = workerData;
-const hash = segmentSize ? undefined : createHash('sha256');
-const sums = segmentSize ? Buffer.alloc(Math.ceil(end / segmentSize) * 4) : undefined;
-const buf = Buffer.allocUnsafe(segmentSize ? Math.min(segmentSize, 1 << 20) : 1 << 20);
-let offset = 0;
-let crc = 0;
-try {
-  while (offset < end) {
-    const want = segmentSize ? Math.min(buf.length, end - offset, segmentSize - (offset % segmentSize)) : Math.min(buf.length, end - offset);
-    const r = readSync(fd, buf, 0, want, offset);
-    if (r === 0) break;
-    if (hash) hash.update(buf.subarray(0, r));
-    else {
-      crc = crc32(buf.subarray(0, r), crc);
-      if ((offset + r) % segmentSize === 0 || offset + r === end) {
-        sums.writeUInt32BE(crc >>> 0, Math.floor(offset / segmentSize) * 4);
-        crc = 0;
+const { fd, end, segmentSize: S, extents, fromMemory } = workerData;
+const buf = Buffer.allocUnsafe(S ? Math.min(S, 1 << 20) : 1 << 20);
+class Shrunk { constructor(at) { this.at = at; } }
+
+function readFile(pos, len, sink) {
+  while (len > 0) {
+    const r = readSync(fd, buf, 0, Math.min(buf.length, len), pos);
+    if (r === 0) throw new Shrunk(pos);
+    sink(buf.subarray(0, r));
+    pos += r;
+    len -= r;
+  }
+}
+
+if (!S) {
+  const hash = createHash('sha256');
+  try {
+    readFile(0, end, (b) => hash.update(b));
+    parentPort.postMessage({ digest: hash.digest() });
+  } catch (err) {
+    parentPort.postMessage(err instanceof Shrunk ? { shrunkAt: err.at } : { ioError: err.message, at: 0 });
+  }
+} else {
+  const count = Math.ceil(end / S);
+  const sums = Buffer.alloc(count * 4);
+  const checked = new Uint8Array(count);
+  let left = count;
+  // Payload extents (sorted [offset, length] pairs) and the filled runs (sorted by offset).
+  const extentCount = extents.length / 2;
+  const runs = [];
+  // Index of the first entry whose end is past pos, in a sorted list of [offset, length].
+  const firstEndingAfter = (n, offAt, lenAt, pos) => {
+    let lo = 0, hi = n;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (offAt(mid) + lenAt(mid) <= pos) lo = mid + 1; else hi = mid; }
+    return lo;
+  };
+  const extentAfter = (pos) => firstEndingAfter(extentCount, (i) => extents[2 * i], (i) => extents[2 * i + 1], pos);
+  const runAfter = (pos) => firstEndingAfter(runs.length, (i) => runs[i].offset, (i) => runs[i].length, pos);
+
+  // The pieces of [a, b): from the file, or from a process's memory. undefined when a payload
+  // byte has not landed yet and the file may not stand in for it (final false).
+  function pieces(a, b, final) {
+    const out = [];
+    while (a < b) {
+      const e = extentAfter(a);
+      const eStart = e < extentCount ? extents[2 * e] : Infinity;
+      if (eStart > a) { const to = Math.min(b, eStart); out.push({ a, to }); a = to; continue; }
+      const eEnd = Math.min(b, eStart + extents[2 * e + 1]);
+      while (a < eEnd) {
+        const r = runAfter(a);
+        const run = r < runs.length ? runs[r] : undefined;
+        if (run && run.offset <= a) {
+          const to = Math.min(eEnd, run.offset + run.length);
+          out.push({ a, to, run });
+          a = to;
+        } else {
+          if (!final) return undefined;
+          const to = Math.min(eEnd, run ? run.offset : Infinity);
+          out.push({ a, to });
+          a = to;
+        }
       }
     }
-    offset += r;
+    return out;
   }
-  parentPort.postMessage(offset < end ? { shrunkAt: offset } : { digest: hash ? hash.digest() : sums });
-} catch (err) {
-  parentPort.postMessage({ ioError: err.message, at: offset });
+
+  function check(seg, final) {
+    if (checked[seg]) return;
+    const list = pieces(seg * S, Math.min(end, (seg + 1) * S), final);
+    if (!list) return;
+    let crc = 0;
+    const sink = (b) => { crc = crc32(b, crc); };
+    for (const p of list) {
+      if (!p.run) { readFile(p.a, p.to - p.a, sink); continue; }
+      // The bytes as they sit in the process. Were it gone (a failed restore kills what it
+      // made), the file is read instead: nothing will run from that memory anyway.
+      let pos = p.a;
+      while (pos < p.to) {
+        let r = 0;
+        try { r = readSync(p.run.memFd, buf, 0, Math.min(buf.length, p.to - pos), p.run.addr + (pos - p.run.offset)); } catch { break; }
+        if (r === 0) break;
+        sink(buf.subarray(0, r));
+        pos += r;
+      }
+      if (pos < p.to) readFile(pos, p.to - pos, sink);
+    }
+    sums.writeUInt32BE(crc >>> 0, seg * 4);
+    checked[seg] = 1;
+    left--;
+  }
+
+  let finished = false;
+  function finish(final) {
+    if (finished) return; // the last run landed before {done} came
+    for (let seg = 0; seg < count; seg++) check(seg, final);
+    if (left === 0) {
+      finished = true;
+      parentPort.postMessage({ digest: sums });
+      parentPort.close();
+    }
+  }
+
+  const guarded = (fn) => {
+    try { fn(); } catch (err) {
+      finished = true;
+      parentPort.postMessage(err instanceof Shrunk ? { shrunkAt: err.at } : { ioError: err.message, at: 0 });
+      parentPort.close();
+    }
+  };
+  guarded(() => finish(!fromMemory));
+  if (fromMemory && left > 0) {
+    parentPort.on('message', (m) => guarded(() => {
+      if (finished) return;
+      if (m.done) return finish(true);
+      const [offset, memFd, addr, length] = m.filled;
+      runs.splice(runAfter(offset), 0, { offset, memFd, addr, length });
+      for (let seg = Math.floor(offset / S); seg * S < offset + length; seg++) check(seg, false);
+      if (left === 0) finish(true);
+    }));
+  }
 }
 `;
+
+/** [offset, length] of every page payload, in file order (records are in file order). */
+function pageExtents(records: ImageRecordV1[]): Float64Array {
+  const refs = records.flatMap((r) => (r.kind === 'pages' ? [r.data as PayloadRef] : []));
+  const out = new Float64Array(refs.length * 2);
+  refs.forEach((ref, i) => {
+    out[2 * i] = ref.offset;
+    out[2 * i + 1] = ref.length;
+  });
+  return out;
+}
 
 /** The first segment whose checksum differs, as the file offset where it starts. */
 function firstBadSegment(got: Buffer, want: Buffer, size: number): number | undefined {
@@ -265,9 +414,10 @@ function firstBadSegment(got: Buffer, want: Buffer, size: number): number | unde
  * Checks [0, trailerAt) in a worker thread, by segment checksums when the trailer has them,
  * else by SHA-256; settles when it matches (or not).
  */
-function startDigestWorker(fd: number, trailerAt: number, trailer: TrailerRecord): { worker: Worker; done: Promise<void> } {
+function startDigestWorker(fd: number, trailerAt: number, trailer: TrailerRecord, extents?: Float64Array): { worker: Worker; done: Promise<void> } {
   const segmentSize = trailer.segments?.size;
-  const worker = new Worker(DIGEST_WORKER, { eval: true, workerData: { fd, end: trailerAt, segmentSize } });
+  const workerData = { fd, end: trailerAt, segmentSize, extents: extents ?? new Float64Array(0), fromMemory: extents !== undefined };
+  const worker = new Worker(DIGEST_WORKER, { eval: true, workerData });
   const done = new Promise<void>((resolve, reject) => {
     worker.once('message', (m: { digest?: Uint8Array; shrunkAt?: number; ioError?: string; at?: number }) => {
       if (m.digest) {

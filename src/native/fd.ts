@@ -34,3 +34,26 @@ export function sameOpenFile(pid1: number, fd1: number, pid2: number, fd2: numbe
 export function closeFd(fd: number): void {
   check('close', closeRaw(fd), { fd });
 }
+
+const bufferAddressRaw = bind('hnd_buffer_address', T.i64, [T.u8array]);
+
+/** The address of the first byte of `buf` in this process (user addresses fit a double). */
+export function bufferAddress(buf: Uint8Array): number {
+  const view = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  return Number(bufferAddressRaw(view));
+}
+
+/** Bytes between the last `align` boundary (a power of two) and the first byte of `buf`. */
+export function misalignment(buf: Uint8Array, align: number): number {
+  return bufferAddress(buf) % align;
+}
+
+/**
+ * A buffer of `size` bytes whose first byte is on an `align` boundary (a power of two), as
+ * O_DIRECT reads and writes need. Touched: its pages are faulted in now, not when first used.
+ */
+export function alignedBuffer(size: number, align: number): Buffer {
+  const raw = Buffer.allocUnsafeSlow(size + align).fill(0);
+  const skip = (align - misalignment(raw, align)) % align;
+  return raw.subarray(skip, skip + size);
+}

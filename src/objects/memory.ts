@@ -10,6 +10,7 @@ import { logger } from '../log.js';
 import type { MemoryAreaKind, MemoryAreaRecord, PagesRecord, PayloadRef } from '../format/records.js';
 import type { ImageWriter } from '../format/writer.js';
 import type { MapEntry } from '../kernel/proc.js';
+import { alignedBuffer } from '../native/fd.js';
 import { Pagemap, type PagemapMode } from '../native/pagemap.js';
 import * as pt from '../native/ptrace.js';
 import type { RemoteTask } from '../ptrace/remote.js';
@@ -124,20 +125,29 @@ export class Backings {
   }
 }
 
-/** Writes the memory-area records of a frozen process and the pages that must be stored. */
-let chunkBuffer: Buffer | undefined;
+/** Two, so that one is read into while the other is on its way to the disk. */
+let chunkBuffers: [Buffer, Buffer] | undefined;
 
 /**
- * Touches the buffer the memory dump reads pages into, before the caller freezes anything: a
+ * Touches the buffers the memory dump reads pages into, before the caller freezes anything: a
  * page fault per page of a fresh buffer costs more than the copy itself.
  */
 export function prepareDumpBuffers(): void {
-  chunkBuffer ??= Buffer.allocUnsafeSlow(CHUNK).fill(0);
+  // Block-aligned, so the image writer can send them to the disk with O_DIRECT.
+  chunkBuffers ??= [alignedBuffer(CHUNK, 4096), alignedBuffer(CHUNK, 4096)];
 }
 
-export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, string[]>, writer: ImageWriter, pageSize: number, stats: MemoryStats, backings: Backings): void {
+/**
+ * Writes the memory-area records of a frozen process and the pages that must be stored. Each
+ * chunk's write runs on the thread pool while this thread checksums it and reads the next.
+ */
+export async function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, string[]>, writer: ImageWriter, pageSize: number, stats: MemoryStats, backings: Backings): Promise<void> {
   const pagemap = new Pagemap(pid);
-  const buf = chunkBuffer ?? Buffer.allocUnsafe(CHUNK);
+  prepareDumpBuffers();
+  const bufs = chunkBuffers!;
+  const writing: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined];
+  const settle = () => Promise.all(writing.map((w) => w));
+  let next = 0;
   let memFd = -1;
   try {
     const recs = maps.map((m) => areaRecord(pid, m, flags.get(m.start) ?? []));
@@ -148,7 +158,10 @@ export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, str
     for (let i = 0; i < maps.length; i++) {
       const m = maps[i]!;
       const rec = recs[i]!;
-      if (BACKED.has(rec.type)) rec.fileId = backings.idFor(pid, m, writer, buf);
+      if (BACKED.has(rec.type)) {
+        await settle(); // the backing's contents go through the first buffer, synchronously
+        rec.fileId = backings.idFor(pid, m, writer, bufs[0]);
+      }
       writer.record(rec);
       stats.areas++;
       // The vDSO image is kept (not restored): a kernel with another vDSO needs its symbols.
@@ -158,6 +171,10 @@ export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, str
         writer.beginPayload({ kind: 'pages', pid, addr: run.addr, count: run.pages }, bytes);
         for (let off = 0; off < bytes; off += CHUNK) {
           const n = Math.min(CHUNK, bytes - off);
+          const slot = next;
+          next ^= 1;
+          await writing[slot];
+          const buf = bufs[slot];
           if (m.prot.read) {
             pt.vmRead(pid, run.addr + off, buf, n);
           } else {
@@ -166,13 +183,18 @@ export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, str
             if (memFd < 0) memFd = openSync(`/proc/${pid}/mem`, 'r');
             if (readSync(memFd, buf, 0, n, run.addr + off) !== n) throw new ProcessError('E_DUMP', `short read of /proc/${pid}/mem`, { pid, address: (run.addr + off).toString(16) });
           }
-          writer.writePayload(buf.subarray(0, n));
+          const write = writer.writePayloadAsync(buf.subarray(0, n));
+          write.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+          writing[slot] = write;
         }
         stats.pages += run.pages;
         stats.bytes += bytes;
       }
     }
+    await settle();
   } finally {
+    // A failed dump must not leave a write in flight into a buffer the next one reuses.
+    await Promise.allSettled(writing);
     pagemap.close();
     if (memFd >= 0) closeSync(memFd);
   }
@@ -181,12 +203,22 @@ export function dumpMemory(pid: number, maps: MapEntry[], flags: Map<number, str
 const MADVISE: Record<string, number> = { dd: 16, wf: 18, dc: 10, hg: 14, nh: 15 };
 const MADV_POPULATE_WRITE = 23;
 const POPULATE_MIN = 1 << 20;
+const EINVAL = 22n;
+/** Largest single read into the target: 64 MiB keeps each remote syscall short. */
+const FILL_STEP = 64 << 20;
+
+/** The image as the process being restored has it open: buffered, and with O_DIRECT if allowed. */
+export interface ImageFds {
+  fd: number;
+  direct?: number | undefined;
+}
 
 /**
  * Maps one recorded area at its address in the process being restored and fills its pages
- * from the image (opened in the target as `imageFd`). Protections are final on return.
+ * from the image (opened in the target, see ImageFds). Protections are final on return.
+ * `onFilled` hears of every byte range of the image that now sits in the target's memory.
  */
-export function restoreArea(task: RemoteTask, area: MemoryAreaRecord, pages: PagesRecord[], imageFd: number, backingFd?: number): void {
+export function restoreArea(task: RemoteTask, area: MemoryAreaRecord, pages: PagesRecord[], image: ImageFds, backingFd?: number, onFilled?: (offset: number, addr: number, length: number) => void): void {
   const length = area.end - area.start;
   const prot = (area.prot.read ? PROT.READ : 0) | (area.prot.write ? PROT.WRITE : 0) | (area.prot.exec ? PROT.EXEC : 0);
   const fill = pages.length > 0;
@@ -208,22 +240,42 @@ export function restoreArea(task: RemoteTask, area: MemoryAreaRecord, pages: Pag
   } finally {
     if (fd >= 0) task.raw(SYS.close, fd);
   }
-  for (const p of pages) {
-    const ref = p.data as PayloadRef;
-    // Fault the pages in first in one go (MADV_POPULATE_WRITE, 5.14+; older kernels say EINVAL
-    // and pread faults them one by one): measured ~20% faster for large runs.
-    if (ref.length >= POPULATE_MIN) task.raw(SYS.madvise, p.addr, ref.length, MADV_POPULATE_WRITE);
-    let done = 0;
-    while (done < ref.length) {
-      const n = task.call('pread64(image)', SYS.pread64, imageFd, p.addr + done, Math.min(ref.length - done, 1 << 30), ref.offset + done);
-      if (n <= 0) throw new ProcessError('E_RESTORE', `short read of pages for ${p.addr.toString(16)} from the image`, { pid: task.pid, offset: ref.offset + done });
-      done += n;
-    }
-  }
+  for (const p of pages) fillRun(task, p, image, onFilled);
   if (fill && !(prot & PROT.WRITE)) task.call('mprotect', SYS.mprotect, area.start, length, prot);
   for (const f of area.vmFlags) {
     const advice = MADVISE[f];
     if (advice !== undefined) task.raw(SYS.madvise, area.start, length, advice);
   }
   log.debug('area', { pid: task.pid, start: area.start, type: area.type, pages: pages.length });
+}
+
+/**
+ * Reads one run of pages from the image into the target, in steps of FILL_STEP. Payloads are
+ * page-aligned in the file and in memory, so O_DIRECT takes them; a read it still refuses
+ * (EINVAL: a device with larger logical blocks) is done buffered.
+ */
+function fillRun(task: RemoteTask, p: PagesRecord, image: ImageFds, onFilled?: (offset: number, addr: number, length: number) => void): void {
+  const ref = p.data as PayloadRef;
+  let direct = image.direct;
+  // Buffered reads fault the pages in first in one go (MADV_POPULATE_WRITE, 5.14+; older kernels
+  // say EINVAL and pread faults them one by one): ~20% faster for large runs. Direct reads pin
+  // the pages themselves, and populating first made them slower.
+  if (direct === undefined && ref.length >= POPULATE_MIN) task.raw(SYS.madvise, p.addr, ref.length, MADV_POPULATE_WRITE);
+  let done = 0;
+  while (done < ref.length) {
+    const want = Math.min(ref.length - done, FILL_STEP);
+    let n: bigint | undefined;
+    if (direct !== undefined) {
+      n = task.raw(SYS.pread64, direct, p.addr + done, want, ref.offset + done);
+      if (n === -EINVAL) {
+        log.debug('O_DIRECT read refused, reading buffered', { pid: task.pid, offset: ref.offset + done });
+        direct = undefined;
+        n = undefined;
+      }
+    }
+    n ??= task.raw(SYS.pread64, image.fd, p.addr + done, want, ref.offset + done);
+    if (n <= 0n) throw new ProcessError('E_RESTORE', `${n < 0n ? `pread64 failed (errno ${-n})` : 'short read'} of pages for ${p.addr.toString(16)} from the image`, { pid: task.pid, offset: ref.offset + done });
+    onFilled?.(ref.offset + done, p.addr + done, Number(n));
+    done += Number(n);
+  }
 }

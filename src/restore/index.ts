@@ -172,7 +172,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const imagePath = resolve(options.image);
   // The digest of a large image is checked by a worker while the memory of the new (stopped)
   // processes is filled from it; Session.run awaits it before anything restored can act.
-  const image = openImage(imagePath, { digest: 'deferred' });
+  const image = openImage(imagePath, { digest: 'deferred', checkFilledMemory: true });
   try {
     checkKernel(image.header);
     const plan = new Plan(image);
@@ -183,6 +183,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     let network: NetconfigDiff | undefined;
     let comparing: Promise<NetconfigDiff> | undefined;
     if (net && options.reapplyNetwork) {
+      image.fillDone(); // the whole image is checked from the file, now
       await image.digestChecked;
       network = await restoreNetconfig(net, true);
     } else if (net) {
@@ -261,6 +262,7 @@ class Session {
     // Up to here only stopped processes of ours were touched. Files, sockets and everything
     // else come from records whose bytes must first be proven intact.
     this.step = 'image digest';
+    plan.image.fillDone();
     const waitFrom = performance.now();
     await plan.image.digestChecked;
     this.digestWaitMs = performance.now() - waitFrom;
@@ -446,7 +448,13 @@ class Session {
     const data = this.plan.of(b.rec.pid);
     const task = b.task;
     this.placeSpecials(b, data.areas);
-    const imageFd = task.call('open(image)', SYS.openat, AT_FDCWD, task.putString(this.imagePath), O.RDONLY | O.CLOEXEC, 0);
+    const path = task.putString(this.imagePath);
+    const imageFd = task.call('open(image)', SYS.openat, AT_FDCWD, path, O.RDONLY | O.CLOEXEC, 0);
+    // Pages are read with O_DIRECT where the file system allows it: the disk fills the target's
+    // pages itself, with no copy through the page cache and no page cache to allocate. A file
+    // system without O_DIRECT (tmpfs before 6.6) refuses the open; then every read is buffered.
+    const direct = Number(task.raw(SYS.openat, AT_FDCWD, path, O.RDONLY | O.CLOEXEC | O.DIRECT, 0));
+    const image = { fd: imageFd, direct: direct >= 0 ? direct : undefined };
     try {
       const pages = [...data.pages].sort((x, y) => x.addr - y.addr);
       for (const area of data.areas) {
@@ -455,13 +463,14 @@ class Session {
         // memfd, deleted and shared anonymous areas map the one recreated backing object.
         const backing = area.fileId === undefined ? undefined : this.pullFd(b, this.localFor(area.fileId, this.context()));
         try {
-          restoreArea(task, area, inside, imageFd, backing);
+          restoreArea(task, area, inside, image, backing, (offset, addr, length) => this.plan.image.filled(offset, b.rec.pid, addr, length));
         } finally {
           if (backing !== undefined) task.raw(SYS.close, backing);
         }
       }
     } finally {
       task.raw(SYS.close, imageFd);
+      if (image.direct !== undefined) task.raw(SYS.close, image.direct);
     }
   }
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageWriter, openImage, DEFER_MIN_BYTES, readPayload, streamPayload, copyPayload, checkKernel, FileBytes, type HeaderFields, type ThreadRecord, type MemoryAreaRecord, type PagesRecord, type FileRecord, type ImageRecordV1 } from '../../src/format/index.js';
 import { ImageError } from '../../src/errors.js';
+import { alignedBuffer, bufferAddress, misalignment } from '../../src/native/fd.js';
 import { GOLDEN_HEADER, fullRecords } from '../../scripts/gen-golden.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'handoff-rw-'));
@@ -218,6 +219,84 @@ t.test('a large image opened with a deferred digest is checked by a worker: inta
   flipped.close();
   t.equal(code(() => openImage(path)), 'E_IMAGE_DIGEST', 'the default (inline) open refuses it before returning');
   await t.rejects(openImage(path, { digest: 'none' }).digestChecked, { code: 'E_IMAGE_DIGEST' }, 'an image opened without a digest check never counts as checked');
+});
+
+t.test('a deferred check told where the pages were restored checks them in that memory, and the file for the rest', async (t) => {
+  // Two runs of pages, each a pattern; the "restored memory" is a buffer of this process.
+  const path = join(dir, 'filled.himg');
+  const w = ImageWriter.create(path, GOLDEN_HEADER);
+  const addr = 0x7f0000000000;
+  const run = (seed: number) => Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => (i * 7 + seed) & 0xff));
+  const runs = [run(1), run(2)];
+  w.record({ kind: 'process', pid: 7, ppid: 1, pgid: 7, sid: 7, comm: 'c', state: 'alive', exe: '/x', cwd: '/', root: '/', umask: 18, personality: 0, cmdline: [], rlimits: [], mm: fullRecords().find((r) => r.kind === 'process')!.mm } as ImageRecordV1);
+  w.record({ kind: 'memory-area', pid: 7, start: addr, end: addr + (6 << 20), prot: { read: true, write: true, exec: false }, shared: false, type: 'anonymous', vmFlags: [] });
+  const offsets = runs.map((data, i) => {
+    const at = w.beginPayload({ kind: 'pages', pid: 7, addr: addr + i * (3 << 20), count: data.length / 4096 }, data.length);
+    w.writePayload(data);
+    return at;
+  });
+  w.finish();
+  const open = () => openImage(path, { digest: 'deferred', deferFromBytes: 0, checkFilledMemory: true });
+
+  const all = open();
+  runs.forEach((data, i) => all.filled(offsets[i]!, process.pid, bufferAddress(data), data.length));
+  all.fillDone();
+  await t.resolves(all.digestChecked, 'the pages as they sit in memory match the trailer');
+  all.close();
+
+  const half = open();
+  half.filled(offsets[1]! + 4096, process.pid, bufferAddress(runs[1]!) + 4096, 8192);
+  half.fillDone();
+  await t.resolves(half.digestChecked, 'what never landed in memory is read from the file');
+  half.close();
+
+  const changed = Buffer.from(runs[0]!);
+  changed[(1 << 20) + 5]! ^= 0x01;
+  const wrong = open();
+  wrong.filled(offsets[0]!, process.pid, bufferAddress(changed), changed.length);
+  wrong.fillDone();
+  const segment = Math.floor((offsets[0]! + (1 << 20) + 5) / (1 << 20)) * (1 << 20);
+  await t.rejects(wrong.digestChecked, { code: 'E_IMAGE_DIGEST', details: { offset: segment } }, 'one byte that differs in memory is refused though the file is intact: the memory is what was checked');
+  wrong.close();
+
+  const gone = open();
+  gone.filled(offsets[0]!, 0x3ffffff, addr, runs[0]!.length);
+  gone.fillDone();
+  await t.resolves(gone.digestChecked, 'memory of a process that is gone is read from the file instead');
+  gone.close();
+  t.ok(runs[0]!.length && changed.length, 'the buffers stay alive until every check is done');
+});
+
+t.test('payload chunks land whole whether they can go by O_DIRECT (aligned) or not (misaligned, a partial block)', async (t) => {
+  const pages = (n: number, seed: number) => Buffer.from(Array.from({ length: n * 4096 }, (_, i) => (i + seed) & 0xff));
+  const aligned = alignedBuffer(16 * 4096, 4096);
+  pages(16, 3).copy(aligned);
+  const misaligned = Buffer.allocUnsafeSlow(8 * 4096 + 1).subarray(1);
+  pages(8, 9).copy(misaligned);
+  t.not(misalignment(misaligned, 4096), 0, 'the second buffer is off a block boundary');
+  const build = async (name: string) => {
+    const path = join(dir, name);
+    const w = ImageWriter.create(path, GOLDEN_HEADER);
+    w.record({ kind: 'process', pid: 7, ppid: 1, pgid: 7, sid: 7, comm: 'c', state: 'alive', exe: '/x', cwd: '/', root: '/', umask: 18, personality: 0, cmdline: [], rlimits: [], mm: fullRecords().find((r) => r.kind === 'process')!.mm } as ImageRecordV1);
+    w.record({ kind: 'memory-area', pid: 7, start: 0x7f0000000000, end: 0x7f0000018000, prot: { read: true, write: true, exec: false }, shared: false, type: 'anonymous', vmFlags: [] });
+    w.beginPayload({ kind: 'pages', pid: 7, addr: 0x7f0000000000, count: 24 }, 24 * 4096);
+    await w.writePayloadAsync(aligned);
+    w.writePayload(misaligned);
+    w.beginPayload({ kind: 'file', id: 1, type: 'memfd', path: '/memfd:x', flags: 2, mode: 0o100600, offset: 0, size: 5000 }, 5000);
+    w.writePayload(aligned.subarray(0, 4096));
+    w.writePayload(aligned.subarray(4096, 5000));
+    w.finish();
+    return readFileSync(path);
+  };
+  const first = await build('direct.himg');
+  const img = openImage(join(dir, 'direct.himg'));
+  const ref = img.records.find((r): r is PagesRecord => r.kind === 'pages')!.data as unknown as { offset: number; length: number };
+  const payload = first.subarray(ref.offset, ref.offset + ref.length);
+  t.ok(payload.subarray(0, 16 * 4096).equals(aligned), 'the aligned chunk (O_DIRECT) is in the file');
+  t.ok(payload.subarray(16 * 4096).equals(misaligned), 'the misaligned chunk (buffered) follows it');
+  const file = img.records.find((r): r is FileRecord => r.kind === 'file')!.contents as unknown as { offset: number; length: number };
+  t.ok(first.subarray(file.offset, file.offset + file.length).equals(aligned.subarray(0, 5000)), 'a payload ending off a block boundary is whole');
+  img.close();
 });
 
 t.test('an image held in memory (within its arena, beyond it, or past its budget) is byte for byte the image streamed', async (t) => {
