@@ -122,6 +122,7 @@ export function fullRecords(): ImageRecordV1[] {
         sackOk: true, timestamps: true, tsOffset: 12345678, window: { sndWl1: 123456, sndWnd: 65536, maxWindow: 65536, rcvWnd: 65483, rcvWup: 123456 },
       },
       flags: 0o4002,
+      shutdown: 1,
     },
     { kind: 'tcp', id: 21, family: 'inet6', state: 'LISTEN', local: { address: '::', port: 6379 }, remote: { address: '::', port: 0 }, options: { reuseAddr: true }, backlog: 511, flags: 0o4002 },
     { kind: 'udp', id: 22, family: 'inet', local: { address: '0.0.0.0', port: 5353 }, options: { reuseAddr: true, rcvBuf: 212992 }, flags: 2 },

@@ -4,6 +4,7 @@
 #include "handoff.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -420,3 +421,13 @@ HND_EXPORT int hnd_unix_diag(int fd, int64_t ino64, uint32_t *out, void *name, i
 
 /* fcntl(F_SETFL): O_NONBLOCK and friends for a restored socket. */
 HND_EXPORT int hnd_set_status_flags(int fd, int flags) { return ret(fcntl(fd, F_SETFL, flags)); }
+
+/* Whether a TCP socket no longer receives (sk_shutdown & RCV_SHUTDOWN, set by shutdown(SHUT_RD)
+ * or by the peer's FIN): no getsockopt reports it, and sock_diag's INET_DIAG_SHUTDOWN needs the
+ * tcp_diag module, which minimal systems lack. tcp_poll reports it as POLLRDHUP, and only it.
+ * Returns 1 or 0, or -errno. */
+HND_EXPORT int hnd_tcp_rcv_shutdown(int fd) {
+  struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+  if (poll(&p, 1, 0) < 0) return -errno;
+  return (p.revents & POLLRDHUP) ? 1 : 0;
+}

@@ -396,6 +396,11 @@ export interface TcpRecord extends RecordBase {
   repair?: TcpRepair;
   /** O_* status flags of the open file (O_NONBLOCK...). */
   flags: number;
+  /**
+   * Since 1.2, connected sockets: sk_shutdown (1 no more receptions, 2 no more
+   * transmissions). Bit 1 without a FIN from the peer is shutdown(SHUT_RD).
+   */
+  shutdown?: number;
 }
 
 export interface UdpRecord extends RecordBase {

@@ -12,7 +12,7 @@ import { SegmentSums } from './segments.js';
 import { misalignment } from '../native/fd.js';
 import { PAYLOAD_FIELDS, type HeaderFields, type HeaderRecord, type ImageRecordV1, type PagesRecord, type FileRecord, type RecordBase } from './records.js';
 
-export const FORMAT_VERSION = { major: 1, minor: 1 } as const;
+export const FORMAT_VERSION = { major: 1, minor: 2 } as const;
 export const MAGIC = 'handoff-image';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, variableMapSize: true, useTag259ForMaps: false } as ConstructorParameters<typeof Encoder>[0]);

@@ -57,6 +57,7 @@ const tcpPeekQueueRaw = bind('hnd_tcp_peek_queue', T.i64, [T.i32, T.i32, T.u8arr
 const tcpRepairSetSeqsRaw = bind('hnd_tcp_repair_set_seqs', T.i32, [T.i32, T.u8array]);
 const tcpRepairRestoreRaw = bind('hnd_tcp_repair_restore', T.i32, [T.i32, T.u8array, T.u8array, T.i64, T.u8array, T.i64]);
 const unixPeekQueueRaw = bind('hnd_unix_peek_queue', T.i32, [T.i32, T.u8array, T.i64, T.u8array, T.i32, T.u8array]);
+const tcpRcvShutdownRaw = bind('hnd_tcp_rcv_shutdown', T.i32, [T.i32]);
 const unixDiagRaw = bind('hnd_unix_diag', T.i32, [T.i32, T.i64, T.u8array, T.u8array, T.i32]);
 
 function check(name: string, r: number, details: Record<string, unknown> = {}): number {
@@ -462,4 +463,9 @@ export function udpInject(from: SockAddr, to: SockAddr, data: Uint8Array): void 
   const src = encodeSockAddr(from);
   const dst = encodeSockAddr(to);
   check('udp inject', udpInjectRaw(src, src.length, dst, dst.length, nonEmpty(data), data.length), { from, to });
+}
+
+/** Whether the TCP socket `fd` receives no more (shutdown(SHUT_RD), or the peer's FIN). */
+export function tcpRcvShutdown(fd: number): boolean {
+  return check('poll', tcpRcvShutdownRaw(fd), { fd }) === 1;
 }

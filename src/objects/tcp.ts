@@ -189,6 +189,9 @@ function onDumpAbort(ctx: DumpContext, fn: () => void): void {
 const FIN_SENT = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK']);
 /** States where the peer's FIN was received (rcv_nxt counts it). */
 const FIN_RECEIVED = new Set(['CLOSE_WAIT', 'CLOSING', 'LAST_ACK']);
+/** sk_shutdown bits: no more receptions, no more transmissions. */
+const RCV_SHUTDOWN = 1;
+const SEND_SHUTDOWN = 2;
 /** Connected states restored through TCP_REPAIR. */
 const CONNECTED = new Set(['ESTABLISHED', ...FIN_SENT, ...FIN_RECEIVED]);
 const SUPPORTED_STATES = new Set([...CONNECTED, 'LISTEN', 'CLOSE']);
@@ -272,6 +275,9 @@ function dump(info: FdInfo, ctx: DumpContext): number {
       const held = S.TCP_STATES[st.state] ?? `STATE_${st.state}`;
       if (!CONNECTED.has(held)) throw new BlockedError([{ code: 'tcp-state', pid: info.pid, fd: info.fd, address: where(info, fd), reason: `connection went to state ${held} while being dumped` }]);
       state = record.state = held;
+      // shutdown(SHUT_RD) sends nothing and no TCP state shows it (poll does); our own
+      // shutdown(SHUT_WR) is always in the state (FIN_WAIT1 onwards).
+      record.shutdown = (S.tcpRcvShutdown(fd) ? RCV_SHUTDOWN : 0) | (FIN_SENT.has(state) ? SEND_SHUTDOWN : 0);
       // Our FIN is counted by SIOCOUTQ until acknowledged and by SIOCOUTQNSD until sent (it is
       // the last sequence number: anything unsent means it is unsent too); its skb has no data.
       // st.sendSeq (write_seq - SIOCOUTQ) is snd_una either way. The peer's FIN is in rcv_nxt
@@ -501,6 +507,9 @@ function restore(raw: ImageRecord, ctx: RestoreContext): number {
         S.tcpRepair(fd, S.TCP_REPAIR_OFF);
         // Leaving repair resets sk_reuse to "no reuse": put SO_REUSEADDR back as recorded.
         if (record.options.reuseAddr) S.setsockoptInt(fd, S.SOL_SOCKET, S.SO.REUSEADDR, 1);
+        // The owner's shutdown(SHUT_RD) (a peer's FIN sets the same bit: replayed above). On TCP
+        // it only marks the socket: reads return end of stream, nothing is sent.
+        if ((record.shutdown ?? 0) & RCV_SHUTDOWN && !FIN_RECEIVED.has(record.state)) S.shutdown(fd, S.SHUT_RD);
         log.debug('repair off', details);
       });
     } else {

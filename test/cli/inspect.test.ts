@@ -14,7 +14,7 @@ function handoff(...args: string[]) {
 t.test('inspect prints header, processes, threads, memory, fds and sockets', async (t) => {
   const r = handoff('inspect', full);
   t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, /format 1\.1/);
+  t.match(r.stdout, /format 1\.2/);
   t.match(r.stdout, /kernel 6\.1\.0-28-cloud-amd64/);
   t.match(r.stdout, /restores on 5\.10\+/);
   t.match(r.stdout, /4242\s+1\s+4242\s+4242\s+alive\s+4242,4342\s+golden/);

@@ -20,7 +20,7 @@ t.test('validate accepts every golden image', async (t) => {
   for (const name of ['full.himg', 'minimal.himg', 'extension.himg']) {
     const r = handoff('validate', join(golden, name));
     t.equal(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
-    t.match(r.stdout, /valid \(format 1\.1, \d+ records/);
+    t.match(r.stdout, /valid \(format 1\.2, \d+ records/);
   }
   const r = handoff('validate', join(golden, 'full.himg'), '--json');
   const j = JSON.parse(r.stdout) as { valid: boolean; records: number; sha256: string };

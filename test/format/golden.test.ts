@@ -46,6 +46,16 @@ t.test('an image written by format 1.0 (no segment checksums) is still read and 
   t.ok(code === 'E_IMAGE_DIGEST' || code === 'E_IMAGE_CBOR' || code === 'E_IMAGE_SCHEMA', `a flipped bit is refused (${code})`);
 });
 
+t.test('an image written by format 1.1 (no tcp shutdown state) is still read, its segments checked', async (t) => {
+  const path = join(import.meta.dirname, '..', 'golden', 'compat', 'full-1.1.himg');
+  const img = openImage(path, { digest: 'deferred', deferFromBytes: 0 });
+  t.same(img.header.version, { major: 1, minor: 1 });
+  t.ok(img.trailer.segments, 'a 1.1 trailer has segment checksums');
+  t.ok(img.records.some((r) => r.kind === 'tcp' && r.shutdown === undefined), 'its connections carry no shutdown state');
+  await t.resolves(img.digestChecked, 'the segment checksums match');
+  img.close();
+});
+
 t.test('every schema file compiles in strict mode, one per record kind plus header and trailer', async (t) => {
   const all = validators().all();
   t.same([...all.keys()].sort(), [...RECORD_KINDS, 'header', 'trailer'].sort());

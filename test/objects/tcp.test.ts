@@ -70,6 +70,8 @@ else:
 print('fd', s.fileno(), flush=True)
 tx = 0
 for line in sys.stdin:
+    if line.startswith('rdshut'):
+        s.shutdown(socket.SHUT_RD); print('rdshut', flush=True); continue
     if line.startswith('shut'):
         s.shutdown(socket.SHUT_WR); print('shut', flush=True); continue
     n = int(line.split()[1])
@@ -235,19 +237,11 @@ async function outRsts(pair: NetnsPair, ns: string): Promise<number> {
 type HalfState = 'CLOSE_WAIT' | 'FIN_WAIT1' | 'FIN_WAIT2' | 'LAST_ACK' | 'CLOSING';
 
 /**
- * Brings a connection to `state` (the holder connected to the peer, 3000 bytes each way
- * acknowledged first, 4000 from the peer left unread), dumps it with the network locked, kills
- * the holder, restores the socket here and proves what both ends see afterwards.
+ * The peer listening in its namespace and the holder connected to it from ours, with the
+ * holder's socket duplicated here (probe), and the RSTs each side had sent before.
  */
-async function halfClosed(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', state: HalfState) {
+async function connectHolder(pair: NetnsPair, family: 'inet' | 'inet6') {
   const addrs = family === 'inet' ? pair.v4 : pair.v6;
-  const lockOpts = { table: `handoff_t${uniqueTag()}`, netns: pair.local };
-  // CLOSING needs our FIN lost while the peer's arrives: a one-way drop of our own.
-  const oneWay = `handoff_ow${uniqueTag()}`;
-  t.teardown(async () => {
-    await unlock(lockOpts).catch(() => false);
-    await unlock({ table: oneWay, netns: pair.local }).catch(() => false);
-  });
   const rstsBefore = [await outRsts(pair, pair.local), await outRsts(pair, pair.peer)];
   const port = 20000 + Math.floor(Math.random() * 20000);
   const peerProc = pair.spawn(pair.peer, 'python3', ['-c', PEER, addrs.peer, String(port)]);
@@ -257,6 +251,39 @@ async function halfClosed(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', st
   const held = new LineWatcher(holder.stdout!);
   const holderFd = Number((await held.waitFor('fd')).split(' ')[1]);
   const probe = fdInfoOf(holder.pid!, holderFd);
+  return { addrs, rstsBefore, peerProc, peer, holder, held, probe };
+}
+
+/** Dumps the holder's socket (the network locked by the caller), kills the holder, restores the socket here. */
+async function dumpKillRestore(t: Test, pair: NetnsPair, c: Awaited<ReturnType<typeof connectHolder>>) {
+  const dctx = dumpContext([c.holder.pid!]);
+  tcpModule.dump(c.probe, dctx);
+  const record = dctx.records[0] as TcpRecord;
+  t.equal(schemaErrors(record), '', 'the record validates');
+  c.holder.kill('SIGKILL');
+  await c.holder;
+  closeFd(c.probe.localFd);
+  const rctx = restoreContext(dctx.records);
+  const fd = pair.inside(pair.local, () => tcpModule.restore(record, rctx) as number);
+  t.teardown(() => closeFd(fd));
+  return { record, rctx, fd };
+}
+
+/**
+ * Brings a connection to `state` (the holder connected to the peer, 3000 bytes each way
+ * acknowledged first, 4000 from the peer left unread), dumps it with the network locked, kills
+ * the holder, restores the socket here and proves what both ends see afterwards.
+ */
+async function halfClosed(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', state: HalfState) {
+  const lockOpts = { table: `handoff_t${uniqueTag()}`, netns: pair.local };
+  // CLOSING needs our FIN lost while the peer's arrives: a one-way drop of our own.
+  const oneWay = `handoff_ow${uniqueTag()}`;
+  t.teardown(async () => {
+    await unlock(lockOpts).catch(() => false);
+    await unlock({ table: oneWay, netns: pair.local }).catch(() => false);
+  });
+  const conn = await connectHolder(pair, family);
+  const { rstsBefore, peerProc, peer, holder, held, probe } = conn;
   const stateOf = () => S.TCP_STATES[S.tcpInfo(probe.localFd).state];
   holder.stdin!.write('send 3000\n');
   await peer.waitFor('rx', 3000);
@@ -313,20 +340,10 @@ async function halfClosed(t: Test, pair: NetnsPair, family: 'inet' | 'inet6', st
   t.equal(stateOf(), state, `the connection is in ${state} at dump time`);
 
   t.same(tcpModule.preflight!(probe, new Set([holder.pid!])), [], `${state} is no blocker`);
-  const dctx = dumpContext([holder.pid!]);
-  tcpModule.dump(probe, dctx);
-  const record = dctx.records[0] as TcpRecord;
-  t.equal(schemaErrors(record), '', 'the record validates');
+  const { record, rctx, fd } = await dumpKillRestore(t, pair, conn);
   t.equal(record.state, state, 'the record keeps the state');
   t.same(Buffer.from(record.repair!.recvQueue), pattern(0, 4000), 'receive queue: the unread bytes, without the FIN');
   t.same(Buffer.from(record.repair!.sendQueue), pattern(3000, holderSent - 3000), 'send queue: the unacknowledged bytes, without the FIN');
-  holder.kill('SIGKILL');
-  await holder;
-  closeFd(probe.localFd);
-
-  const rctx = restoreContext(dctx.records);
-  const fd = pair.inside(pair.local, () => tcpModule.restore(record, rctx) as number);
-  t.teardown(() => closeFd(fd));
   t.equal(S.TCP_STATES[S.tcpInfo(fd).state], state, `restored in ${state}`);
   t.same(S.getpeername(fd), { family, ...remote }, 'with the peer address');
   await rctx.finish();
@@ -390,6 +407,52 @@ t.test('half-closed and closing connections keep their FIN history across dump a
   });
 
   t.same(await listTables({ netns: pair.local }), tablesBefore, 'no nftables table of ours is left');
+});
+
+/**
+ * The holder reads nothing, the peer sends 4000 bytes, then the holder calls shutdown(SHUT_RD):
+ * no segment leaves and the state stays ESTABLISHED, yet its reads give the 4000 bytes and then
+ * end of stream. Dumped, killed and restored, the socket must do the same, and still send.
+ */
+async function readShutdown(t: Test, pair: NetnsPair, family: 'inet' | 'inet6') {
+  const lockOpts = { table: `handoff_t${uniqueTag()}`, netns: pair.local };
+  t.teardown(async () => {
+    await unlock(lockOpts).catch(() => false);
+  });
+  const conn = await connectHolder(pair, family);
+  const { rstsBefore, peerProc, peer, holder, held, probe } = conn;
+  peerProc.stdin!.write('send 4000\n');
+  await until(() => S.ioctlInt(probe.localFd, S.SIOCINQ) === 4000);
+  holder.stdin!.write('rdshut\n');
+  await held.waitFor('rdshut');
+  t.equal(S.TCP_STATES[S.tcpInfo(probe.localFd).state], 'ESTABLISHED', 'SHUT_RD leaves the connection ESTABLISHED');
+  const local = S.getsockname(probe.localFd) as { address: string; port: number };
+  const remote = S.getpeername(probe.localFd) as { address: string; port: number };
+  await lock({ connections: [{ local, remote }] }, lockOpts);
+
+  const { record, rctx, fd } = await dumpKillRestore(t, pair, conn);
+  t.equal(record.shutdown, 1, 'the record says no more receptions');
+  await rctx.finish();
+  t.ok(await unlock(lockOpts), 'lock removed');
+  t.ok(S.tcpRcvShutdown(fd), 'the restored socket is shut for reading');
+  t.equal(S.TCP_STATES[S.tcpInfo(fd).state], 'ESTABLISHED', 'and still ESTABLISHED');
+  const read = await readFd(fd, 4000, true, 3000);
+  t.ok(read.data.equals(pattern(0, 4000)), 'the restored side still reads the 4000 queued bytes');
+  t.ok(read.eof, 'then end of stream at once, though the peer sent no FIN');
+  S.sendAll(fd, pattern(0, 1000));
+  await peer.waitFor('rx', 1000);
+  t.pass('it still sends: the peer received 1000 bytes');
+  t.same(peer.lines.filter((l) => /^(bad|error|eof)/.test(l)), [], 'the peer saw no reset, no wrong byte and no end of stream');
+  t.same([await outRsts(pair, pair.local), await outRsts(pair, pair.peer)], rstsBefore, 'no RST was sent by either side');
+  peerProc.kill('SIGKILL');
+  await peerProc;
+}
+
+t.test('a connection its owner shut down for reading (SHUT_RD) comes back shut for reading', async (t) => {
+  const pair = await createNetnsPair();
+  t.teardown(() => pair.destroy());
+  await t.test('over IPv4', (t) => readShutdown(t, pair, 'inet'));
+  await t.test('over IPv6', (t) => readShutdown(t, pair, 'inet6'));
 });
 
 t.test('TCP connections survive dump, owner death and restore', async (t) => {
