@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { decodeMultiple } from 'cbor-x';
 import { openImage, RECORD_KINDS } from '../../src/format/index.js';
 import { validateImageCddl, CddlMismatch } from '../../src/format/cddl.js';
-import { validators } from '../../src/format/schema.js';
+import { checkSchemaFiles, validators } from '../../src/format/schema.js';
 import { writeGoldenImages } from '../../scripts/gen-golden.js';
 import { ImageError } from '../../src/errors.js';
 import { encodeRecord } from '../../src/format/writer.js';
@@ -59,6 +59,7 @@ t.test('an image written by format 1.1 (no tcp shutdown state) is still read, it
 t.test('every schema file compiles in strict mode, one per record kind plus header and trailer', async (t) => {
   const all = validators().all();
   t.same([...all.keys()].sort(), [...RECORD_KINDS, 'header', 'trailer'].sort());
+  t.same(checkSchemaFiles().sort(), [...RECORD_KINDS, 'header', 'trailer', 'common'].sort(), 'and every file passes the JSON Schema meta-schema (which the reader skips for speed)');
 });
 
 t.test('the golden images together hold every record kind', async (t) => {
