@@ -137,11 +137,12 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
     digestChecked.catch(() => undefined);
     let closed = false;
     const memFds = new Map<number, number>();
+    let fillEnded = false;
     return {
       ...result,
       digestChecked,
       filled: (offset, pid, addr, length) => {
-        if (!worker || closed) return;
+        if (!worker || closed || fillEnded) return; // after fillDone the worker reads the file
         let memFd = memFds.get(pid);
         if (memFd === undefined) {
           try {
@@ -153,7 +154,10 @@ export function openImage(path: string, options: OpenOptions = {}): Image {
         }
         if (memFd >= 0) worker.postMessage({ filled: [offset, memFd, addr, length] });
       },
-      fillDone: () => worker?.postMessage({ done: true }),
+      fillDone: () => {
+        fillEnded = true;
+        worker?.postMessage({ done: true });
+      },
       close: () => {
         if (closed) return;
         closed = true;

@@ -1,7 +1,7 @@
 // Writer and reader together: values keep their types, payloads land page-aligned and are
 // handed back as references, the temp-file protocol holds, unsafe files are refused.
 import t from 'tap';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, statSync, closeSync, readSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, closeSync, readSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ImageWriter, openImage, DEFER_MIN_BYTES, readPayload, streamPayload, copyPayload, checkKernel, FileBytes, type HeaderFields, type ThreadRecord, type MemoryAreaRecord, type PagesRecord, type FileRecord, type ImageRecordV1 } from '../../src/format/index.js';
@@ -237,6 +237,20 @@ t.test('a deferred check told where the pages were restored checks them in that 
   });
   w.finish();
   const open = () => openImage(path, { digest: 'deferred', deferFromBytes: 0, checkFilledMemory: true });
+
+  const memFds = () => readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === `/proc/${process.pid}/mem`;
+    } catch {
+      return false;
+    }
+  }).length;
+  const late = open();
+  late.fillDone();
+  late.filled(offsets[0]!, process.pid, bufferAddress(runs[0]!), runs[0]!.length);
+  t.equal(memFds(), 0, 'a run reported after fillDone opens no process memory: the file is checked instead');
+  await t.resolves(late.digestChecked);
+  late.close();
 
   const all = open();
   runs.forEach((data, i) => all.filled(offsets[i]!, process.pid, bufferAddress(data), data.length));
