@@ -126,12 +126,7 @@ let loaded: Validators | undefined;
 export function validators(): Validators {
   if (loaded) return loaded;
   const ajv = makeAjv();
-  const kinds = new Set(
-    readdirSync(join(formatDir(), 'schema'))
-      .filter((n) => n.endsWith('.json'))
-      .map((n) => n.replace(/\.json$/, ''))
-      .filter((k) => k !== 'common'),
-  );
+  const kinds = new Set(schemaNames().filter((k) => k !== 'common'));
   loaded = new Validators(ajv, kinds);
   return loaded;
 }
@@ -142,11 +137,16 @@ export function validators(): Validators {
  */
 export function checkSchemaFiles(): string[] {
   const ajv = makeAjv(true);
-  const kinds = readdirSync(join(formatDir(), 'schema'))
-    .filter((n) => n.endsWith('.json'))
-    .map((n) => n.replace(/\.json$/, ''));
+  const kinds = schemaNames();
   for (const kind of kinds) ajv.getSchema(`urn:handoff:v1:${kind}`);
   return kinds;
+}
+
+/** The schema files of formats/v1/schema, by name without ".json" (record kinds and "common"). */
+function schemaNames(): string[] {
+  return readdirSync(join(formatDir(), 'schema'))
+    .filter((n) => n.endsWith('.json'))
+    .map((n) => n.replace(/\.json$/, ''));
 }
 
 export function describeErrors(errors: ErrorObject[] | null | undefined): string {

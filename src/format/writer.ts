@@ -224,10 +224,8 @@ export class ImageWriter {
     const done = new Promise<void>((resolve, reject) => {
       const step = (fd: number, off: number) =>
         write(fd, chunk, off, chunk.length - off, at + off, (err, n) => {
-          if (err && fd === this.direct && (err as NodeJS.ErrnoException).code === 'EINVAL') {
-            this.stopDirect();
-            step(this.fd, off);
-          } else if (err) reject(new ImageError('E_IMAGE_IO', `write failed at offset ${at + off}: ${err.message}`, { offset: at + off, path: this.tempPath }, err));
+          if (err && this.refusedDirect(fd, err)) step(this.fd, off);
+          else if (err) reject(new ImageError('E_IMAGE_IO', `write failed at offset ${at + off}: ${err.message}`, { offset: at + off, path: this.tempPath }, err));
           else if (off + n < chunk.length) step(fd, off + n);
           else resolve();
         });
@@ -343,6 +341,13 @@ export class ImageWriter {
     return misalignment(chunk, DIRECT_ALIGN) === 0 ? this.direct : this.fd;
   }
 
+  /** Whether `err` is the O_DIRECT descriptor's EINVAL (larger blocks wanted); if so, stops direct writes. */
+  private refusedDirect(fd: number, err: unknown): boolean {
+    if (fd !== this.direct || (err as NodeJS.ErrnoException).code !== 'EINVAL') return false;
+    this.stopDirect();
+    return true;
+  }
+
   /** From now on every write is buffered (the device wants larger blocks, or we are done). */
   private stopDirect(): void {
     if (this.direct === undefined) return;
@@ -361,8 +366,7 @@ export class ImageWriter {
       try {
         off += writeSync(fd, chunk, off, chunk.length - off, this.pos + off);
       } catch (err) {
-        if (fd === this.direct && (err as NodeJS.ErrnoException).code === 'EINVAL') {
-          this.stopDirect();
+        if (this.refusedDirect(fd, err)) {
           fd = this.fd;
           continue;
         }

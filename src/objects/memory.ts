@@ -146,7 +146,7 @@ export async function dumpMemory(pid: number, maps: MapEntry[], flags: Map<numbe
   prepareDumpBuffers();
   const bufs = chunkBuffers!;
   const writing: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined];
-  const settle = () => Promise.all(writing.map((w) => w));
+  const settle = () => Promise.all(writing);
   let next = 0;
   let memFd = -1;
   try {
@@ -211,6 +211,8 @@ const FILL_STEP = 64 << 20;
 export interface ImageFds {
   fd: number;
   direct?: number | undefined;
+  /** Set once a direct read was refused: every later run is read buffered. */
+  directRefused?: boolean;
 }
 
 /**
@@ -256,7 +258,7 @@ export function restoreArea(task: RemoteTask, area: MemoryAreaRecord, pages: Pag
  */
 function fillRun(task: RemoteTask, p: PagesRecord, image: ImageFds, onFilled?: (offset: number, addr: number, length: number) => void): void {
   const ref = p.data as PayloadRef;
-  let direct = image.direct;
+  let direct = image.directRefused ? undefined : image.direct;
   // Buffered reads fault the pages in first in one go (MADV_POPULATE_WRITE, 5.14+; older kernels
   // say EINVAL and pread faults them one by one): ~20% faster for large runs. Direct reads pin
   // the pages themselves, and populating first made them slower.
@@ -269,6 +271,7 @@ function fillRun(task: RemoteTask, p: PagesRecord, image: ImageFds, onFilled?: (
       n = task.raw(SYS.pread64, direct, p.addr + done, want, ref.offset + done);
       if (n === -EINVAL) {
         log.debug('O_DIRECT read refused, reading buffered', { pid: task.pid, offset: ref.offset + done });
+        image.directRefused = true;
         direct = undefined;
         n = undefined;
       }
